@@ -1,0 +1,1 @@
+"""labkit: a GAN course lab on MNIST."""

@@ -1,0 +1,134 @@
+"""The course's networks: a DCGAN and an MLP GAN for 32x32 MNIST.
+
+Images are (N, 1, 32, 32) in [-1, 1]; latent codes are (N, latent_dim), and
+the generators accept (N, latent_dim, 1, 1) too, the shape the course used.
+Discriminators end in a Sigmoid and return one probability per image, (N,).
+
+Weight initialisation (`init_weights`) follows the DCGAN paper (Radford et
+al., 2016) as pytorch/examples/dcgan does: conv weights ~ N(0, 0.02),
+BatchNorm scales ~ N(1, 0.02), biases 0. The paper found it needed for stable
+training; with PyTorch's default (Kaiming-uniform) init the course's small
+discriminator separates real from fake within a few dozen steps and the
+generator's gradients vanish early. Linear layers (the MLP GAN) keep
+PyTorch's default initialisation, which trains that model well.
+"""
+
+import torch
+from torch import nn
+
+IMAGE_SHAPE = (1, 32, 32)
+IMAGE_PIXELS = 32 * 32
+
+
+def _check_size(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def init_weights(module):
+    """DCGAN initialisation for one module; use as `model.apply(init_weights)`."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _norm(channels, batch_norm):
+    return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+
+
+class DCGANGenerator(nn.Module):
+    """latent (N, z) -> image (N, 1, 32, 32) through 1 -> 4 -> 8 -> 16 -> 32 pixels."""
+
+    def __init__(self, latent_dim=16, hidden_dim=16, batch_norm=True):
+        super().__init__()
+        _check_size("latent_dim", latent_dim)
+        _check_size("hidden_dim", hidden_dim)
+        self.latent_dim, self.hidden_dim = latent_dim, hidden_dim
+        h = hidden_dim
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, 4 * h, 4, 1, 0), _norm(4 * h, batch_norm), nn.ReLU(True),  # 4x4
+            nn.ConvTranspose2d(4 * h, 2 * h, 4, 2, 1), _norm(2 * h, batch_norm), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(2 * h, h, 4, 2, 1), _norm(h, batch_norm), nn.ReLU(True),  # 16x16
+            nn.ConvTranspose2d(h, 1, 4, 2, 1), nn.Tanh(),  # 32x32
+        )
+        self.apply(init_weights)
+
+    def forward(self, z):
+        return self.net(z.view(z.size(0), self.latent_dim, 1, 1))
+
+
+class DCGANDiscriminator(nn.Module):
+    """image (N, 1, 32, 32) -> probability that it is real, (N,).
+
+    `activation` is "leaky_relu" (the course, slope 0.2) or "relu" (an
+    ablation); `batch_norm=False` removes the BatchNorm layers (another).
+    """
+
+    def __init__(self, hidden_dim=16, activation="leaky_relu", batch_norm=True):
+        super().__init__()
+        _check_size("hidden_dim", hidden_dim)
+        if activation not in ("leaky_relu", "relu"):
+            raise ValueError(f"activation must be 'leaky_relu' or 'relu', got {activation!r}")
+        self.hidden_dim = hidden_dim
+        h = hidden_dim
+
+        def act():
+            return nn.LeakyReLU(0.2, True) if activation == "leaky_relu" else nn.ReLU(True)
+
+        self.net = nn.Sequential(
+            nn.Conv2d(1, h, 4, 2, 1), act(),  # 16x16
+            nn.Conv2d(h, 2 * h, 4, 2, 1), _norm(2 * h, batch_norm), act(),  # 8x8
+            nn.Conv2d(2 * h, 4 * h, 4, 2, 1), _norm(4 * h, batch_norm), act(),  # 4x4
+            nn.Conv2d(4 * h, 1, 4, 1, 0), nn.Sigmoid(),  # 1x1
+        )
+        self.apply(init_weights)
+
+    def forward(self, images):
+        return self.net(images).view(-1)
+
+
+class MLPGenerator(nn.Module):
+    """latent -> 128 -> 256 -> 512 -> 1024 pixels, BatchNorm + ReLU between, Tanh out."""
+
+    def __init__(self, latent_dim=16):
+        super().__init__()
+        _check_size("latent_dim", latent_dim)
+        self.latent_dim = latent_dim
+        layers, width = [], latent_dim
+        for out in (128, 256, 512):
+            layers += [nn.Linear(width, out), nn.BatchNorm1d(out), nn.ReLU(True)]
+            width = out
+        self.net = nn.Sequential(*layers, nn.Linear(width, IMAGE_PIXELS), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z.reshape(z.size(0), self.latent_dim)).view(-1, *IMAGE_SHAPE)
+
+
+class MLPDiscriminator(nn.Module):
+    """1024 pixels -> 512 -> 256 -> 128 -> 1, LeakyReLU(0.2), Sigmoid out.
+
+    `batch_norm=True` adds BatchNorm after each hidden layer: the students found
+    the MLP discriminator then learned nothing, so it is off by default.
+    """
+
+    def __init__(self, batch_norm=False):
+        super().__init__()
+        layers, width = [], IMAGE_PIXELS
+        for out in (512, 256, 128):
+            layers.append(nn.Linear(width, out))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(out))
+            layers.append(nn.LeakyReLU(0.2, True))
+            width = out
+        self.net = nn.Sequential(*layers, nn.Linear(width, 1), nn.Sigmoid())
+
+    def forward(self, images):
+        return self.net(images.reshape(images.size(0), IMAGE_PIXELS)).view(-1)
+
+
+def count_parameters(model):
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
