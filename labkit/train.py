@@ -234,8 +234,12 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
 
     torch.manual_seed(config.seed)
     generator, discriminator = build_models(config)
-    generator.to(device)
-    discriminator.to(device)
+    # channels_last made a whole step 1.3-1.4x faster on a 2-core CPU at hidden
+    # 16 and 64 (bench/train_speed.py); it is not yet measured on CUDA, so there
+    # the default layout stays.
+    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    generator.to(device, memory_format=memory_format)
+    discriminator.to(device, memory_format=memory_format)
     lr_g = config.generator_learning_rate or config.learning_rate
     lr_d = config.discriminator_learning_rate or config.learning_rate
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(config.beta1, 0.999))
@@ -263,7 +267,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     from torch.utils.tensorboard import SummaryWriter  # slow import; only needed here
     from tqdm.auto import tqdm
 
-    images, _ = load_mnist("train", device=device)
+    images = load_mnist("train", device=device)[0].contiguous(memory_format=memory_format)
     batches = BatchSampler(len(images), config.batch_size, config.seed, device)
     sample_noise = fixed_noise(config.latent_dim, device=device)
     bce = nn.BCELoss()
@@ -300,12 +304,16 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
                 opt_d.step()
                 d_updates += 1
 
-            # (2) Generator: make D call the same fakes real.
+            # (2) Generator: make D call the same fakes real. G's gradient flows
+            # through D, but D's own weight gradients are not needed here, so D is
+            # frozen for this backward pass (about 8% of a step saved).
+            discriminator.requires_grad_(False)
             out_fake_after = discriminator(fake)
             loss_g = bce(out_fake_after, ones)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
+            discriminator.requires_grad_(True)
             if config.d_pause_ratio > 0:
                 prev_loss_g = loss_g.item()
 
