@@ -132,3 +132,23 @@ class MLPDiscriminator(nn.Module):
 def count_parameters(model):
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def sample_images(generator, count, seed=0, batch_size=500):
+    """`count` images (count, 1, 32, 32) in [-1, 1] from `generator` in eval mode.
+
+    The noise comes from its own generator seeded with `seed`, so the same
+    (model, seed) always gives the same images and the global RNG is untouched.
+    The result stays on the generator's device.
+    """
+    device = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    was_training = generator.training
+    generator.eval()
+    chunks = []
+    for start in range(0, count, batch_size):
+        z = torch.randn(min(batch_size, count - start), generator.latent_dim, generator=rng)
+        chunks.append(generator(z.to(device)))
+    generator.train(was_training)
+    return torch.cat(chunks).contiguous()

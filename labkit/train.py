@@ -138,6 +138,19 @@ def build_models(config):
     )
 
 
+def bce(prob, target):
+    """Binary cross-entropy, the same numbers as nn.BCELoss (log clamped at -100).
+
+    Written out because nn.BCELoss asserts that its input lies in [0, 1]: a NaN
+    from a diverging run then fails inside the loss (on CUDA as a device-side
+    assert that ends the whole process) instead of reaching the training loop's
+    check, which says at which step it happened and keeps the last checkpoint.
+    """
+    log_p = torch.log(prob).clamp(min=-100)
+    log_not_p = torch.log1p(-prob).clamp(min=-100)
+    return -(target * log_p + (1 - target) * log_not_p).mean()
+
+
 def fixed_noise(latent_dim, count=64, device="cpu"):
     """The noise behind every run's sample grids: the same for every seed."""
     return torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
@@ -270,7 +283,6 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     images = load_mnist("train", device=device)[0].contiguous(memory_format=memory_format)
     batches = BatchSampler(len(images), config.batch_size, config.seed, device)
     sample_noise = fixed_noise(config.latent_dim, device=device)
-    bce = nn.BCELoss()
     ones = torch.ones(config.batch_size, device=device)
     zeros = torch.zeros(config.batch_size, device=device)
     writer = SummaryWriter(run_dir / "tensorboard", purge_step=start_step + 1)

@@ -1,0 +1,33 @@
+"""Shared fixtures. The tests use the real MNIST: set LABKIT_DATA to a folder
+with MNIST/raw (CI points it at ../shared/data), or let torchvision download it
+into ./data once."""
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+
+
+@pytest.fixture(scope="session")
+def mnist_train():
+    from labkit.data import load_mnist
+
+    return load_mnist("train")
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from labkit.data import load_mnist
+
+    return load_mnist("test")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every URL torchvision opens fails as it would offline."""
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network disabled by the test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
