@@ -3,6 +3,7 @@
     labkit train                       # the course default into runs/
     labkit train --latent_dim 100 --generator_hidden_dim 64 --seed 2023
     labkit sample --run runs/dcgan_z16_g16_d16_seed2022
+    labkit fid --run runs/dcgan_z16_g16_d16_seed2022
 
 The training flags keep the course's spelling (`--latent_dim`,
 `--num_training_steps`, ...), so the course's commands work as they were.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .checkpoints import CheckpointError
 from .data import DatasetNotFoundError
+from .metrics import WeightsNotFoundError
 
 EXIT_BAD_INPUT = 2
 
@@ -85,6 +87,26 @@ def cmd_sample(args):
     print(out)
 
 
+def cmd_fid(args):
+    from .metrics import generator_fid
+    from .train import load_run, resolve_device
+
+    if args.count < 2:
+        raise ValueError(f"--count must be at least 2, got {args.count}")
+    device = resolve_device("cpu" if args.no_cuda else "auto")
+    run = load_run(args.run, device=device)
+    result = generator_fid(run.generator, args.count, args.backbone, progress=not args.quiet)
+    print(f"{run.path} (step {run.step}): {result}")
+
+
+def cmd_train_classifier(args):
+    from .classifier import ASSET, train_classifier
+    from .train import resolve_device
+
+    train_classifier(epochs=args.epochs, seed=args.seed, device=resolve_device(args.device),
+                     out=args.out or ASSET)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="labkit", description="A GAN course lab on MNIST.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +122,22 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: in the run's samples/)")
     p.set_defaults(func=cmd_sample)
+
+    p = commands.add_parser("fid", help="FID of a run's newest checkpoint (the course's protocol)")
+    p.add_argument("--run", type=Path, required=True, help="the run folder")
+    p.add_argument("--count", type=int, default=3000, help="samples, and real training images (3000)")
+    p.add_argument("--backbone", choices=["inception", "mnist"], default="inception",
+                   help="inception: the course's FID; mnist: MNIST-FID, fast on a CPU, another scale")
+    p.add_argument("--no_cuda", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fid)
+
+    p = commands.add_parser("train-classifier", help="retrain the digit classifier labkit ships")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=None, help="default: labkit/assets/digit_classifier.pt")
+    p.set_defaults(func=cmd_train_classifier)
     return parser
 
 
@@ -109,7 +147,7 @@ def main(argv=None):
 
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, WeightsNotFoundError) as err:
         print(f"labkit: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TrainingDiverged as err:

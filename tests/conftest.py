@@ -30,4 +30,16 @@ def offline(monkeypatch):
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("network disabled by the test")
 
+    import torch.hub
+
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)
+
+
+@pytest.fixture(scope="session")
+def small_gan(tmp_path_factory):
+    """A DCGAN trained for 300 steps on MNIST: blurry, but it draws digits."""
+    from labkit.train import TrainConfig, train
+
+    return train(TrainConfig(num_training_steps=300, saving_steps=300, device="cpu"),
+                 tmp_path_factory.mktemp("gan"), progress=False)

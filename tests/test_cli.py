@@ -75,3 +75,15 @@ def test_other_settings_in_an_existing_run_folder_are_refused(tmp_path, capsys):
     status, err = run_main(capsys, "train", "--num_training_steps", 10, "--latent_dim", 32, "--out", out, *TINY)
     assert status == 2 and "latent_dim=16 there vs 32 now" in err[0]
     assert (out / "history.csv").read_text() == history
+
+
+def test_fid_of_a_run_prints_a_labelled_number(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert run_main(capsys, "train", "--num_training_steps", 10, "--out", out, *TINY)[0] == 0
+    from labkit.cli import main
+
+    assert main(["fid", "--run", str(out), "--count", "200", "--backbone", "mnist", "--quiet"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{out} (step 10): MNIST-FID (200 real vs 200 generated): ")
+    assert float(line.rsplit(": ", 1)[1]) > 0

@@ -1,0 +1,203 @@
+"""What the students worked out by hand: digit counts, interpolations, equilibria.
+
+- `count_digits`: the digit classifier labels generated samples (the students
+  labelled 100 by eye), with a chi-square test against MNIST's label mix.
+- `interpolate`, `slerp`, `find_latents`: walks between two latent codes,
+  with endpoints chosen by the digit they draw (no prompt loop).
+- `equilibrium_table`: how far a run's D outputs are from the 0.5 of a Nash
+  equilibrium.
+- `smooth`: TensorBoard's smoothing slider, exactly.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+
+# Label counts of MNIST's 60,000 training images, digits 0-9.
+MNIST_TRAIN_COUNTS = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+
+
+# ---------------------------------------------------------------------------
+# Digit counts
+
+
+@dataclass
+class DigitCounts:
+    counts: np.ndarray  # (10,) confident predictions per digit
+    unsure: int  # predictions below the confidence threshold
+    chi2: float  # chi-square statistic of `counts` against MNIST's training mix
+    p_value: float  # small: the counts are unlikely under MNIST's mix (mode collapse, or bias)
+    entropy_bits: float  # of the count histogram; log2(10) = 3.32 bits for a uniform mix
+    threshold: float
+
+    @property
+    def total(self):
+        return int(self.counts.sum()) + self.unsure
+
+    @property
+    def missing_digits(self):
+        """Digits the generator never drew (confidently)."""
+        return [d for d in range(10) if self.counts[d] == 0]
+
+    def __str__(self):
+        return (f"counts {self.counts.tolist()} + {self.unsure} unsure of {self.total}; "
+                f"chi2 = {self.chi2:.1f}, p = {self.p_value:.3g}; entropy {self.entropy_bits:.2f} of 3.32 bits")
+
+
+def classify_digits(images, classifier=None, batch_size=1000):
+    """(predicted digit, confidence) for each image, both (N,) CPU tensors."""
+    from .metrics import load_digit_classifier
+
+    classifier = classifier or load_digit_classifier(images.device)
+    with torch.no_grad():
+        probs = torch.cat([classifier(images[i:i + batch_size]).softmax(1)
+                           for i in range(0, len(images), batch_size)])
+    confidence, digit = probs.max(1)
+    return digit.cpu(), confidence.cpu()
+
+
+def count_digits(images, threshold=0.7, classifier=None):
+    """Count the digits 0-9 among `images` (N, 1, 32, 32) in [-1, 1].
+
+    A prediction whose softmax probability is below `threshold` counts as
+    "unsure" (a blob that is no clear digit) and stays out of the test. At the
+    default 0.7, 1.3% of MNIST's real test digits are unsure and 99.6% of the
+    rest are read correctly (the classifier is 99.1% accurate overall).
+    """
+    digit, confidence = classify_digits(images, classifier)
+    sure = confidence >= threshold
+    counts = np.bincount(digit[sure].numpy(), minlength=10)
+    n = counts.sum()
+    if n > 0:
+        expected = MNIST_TRAIN_COUNTS / MNIST_TRAIN_COUNTS.sum() * n
+        chi2, p_value = stats.chisquare(counts, expected)
+        share = counts[counts > 0] / n
+        entropy = float(-(share * np.log2(share)).sum())
+    else:
+        chi2, p_value, entropy = math.nan, math.nan, 0.0
+    return DigitCounts(counts, int((~sure).sum()), float(chi2), float(p_value), entropy, threshold)
+
+
+# ---------------------------------------------------------------------------
+# Latent interpolation
+
+
+def slerp(z1, z2, t):
+    """Spherical interpolation: walks along the great circle, keeping the norm
+    typical of Gaussian codes (a straight line passes nearer the origin)."""
+    z1n, z2n = z1 / z1.norm(dim=-1, keepdim=True), z2 / z2.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((z1n * z2n).sum(-1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    linear = (1 - t) * z1 + t * z2
+    spherical = (torch.sin((1 - t) * omega) * z1 + torch.sin(t * omega) * z2) / so.clamp_min(1e-8)
+    return torch.where(so.abs() < 1e-6, linear, spherical)
+
+
+def interpolation_latents(z1, z2, start=0.0, stop=1.0, steps=20, method="linear"):
+    """Codes z_i = (1 - l_i) z1 + l_i z2 for `steps` values l_i from start to stop.
+
+    z1, z2: (P, latent) pairs. Returns (P, steps, latent). [0, 1] interpolates,
+    [-1, 2] extrapolates beyond both ends, as in the course.
+    """
+    if method not in ("linear", "slerp"):
+        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2, got {steps}")
+    t = torch.linspace(start, stop, steps, device=z1.device).view(1, steps, 1)
+    a, b = z1[:, None, :], z2[:, None, :]
+    return (1 - t) * a + t * b if method == "linear" else slerp(a, b, t)
+
+
+@torch.no_grad()
+def interpolate(generator, z1, z2, start=0.0, stop=1.0, steps=20, method="linear"):
+    """Images along the paths from z1 to z2: (P, steps, 1, 32, 32) in [-1, 1]."""
+    generator.eval()
+    device = next(generator.parameters()).device
+    z = interpolation_latents(z1.to(device), z2.to(device), start, stop, steps, method)
+    pairs = z.shape[0]
+    return generator(z.reshape(pairs * steps, -1)).reshape(pairs, steps, 1, 32, 32)
+
+
+def random_pairs(latent_dim, pairs=10, seed=0):
+    """P pairs of Gaussian codes (z1, z2), the same for the same seed: reuse them across ranges."""
+    rng = torch.Generator().manual_seed(seed)
+    return torch.randn(pairs, latent_dim, generator=rng), torch.randn(pairs, latent_dim, generator=rng)
+
+
+@torch.no_grad()
+def find_latents(generator, digit, count=1, seed=0, pool=2000, threshold=0.95):
+    """`count` latent codes whose samples the classifier reads as `digit`, confidently.
+
+    Replaces the students' prompt loop: draw a pool of codes, keep those whose
+    image is `digit` with probability >= threshold, most confident first.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    z = torch.randn(pool, generator.latent_dim, generator=rng)
+    generator.eval()
+    images = torch.cat([generator(z[i:i + 500].to(device)) for i in range(0, pool, 500)])
+    label, confidence = classify_digits(images)
+    score = torch.where(label == digit, confidence, torch.zeros_like(confidence))
+    order = score.argsort(descending=True)[:count]
+    if (score[order] < threshold).any():
+        found = int((score >= threshold).sum())
+        raise ValueError(f"only {found} of {pool} samples are a confident {digit}; the generator may "
+                         f"rarely draw it (mode collapse?). Try a larger pool or a lower threshold.")
+    return z[order]
+
+
+# ---------------------------------------------------------------------------
+# Equilibrium diagnostics and curves
+
+
+def equilibrium(history, window=50):
+    """Means of the last `window` logged rows, and their distance from a Nash equilibrium.
+
+    At the equilibrium of the GAN game D cannot tell real from fake, so
+    D_x = D_G_z1 = D_G_z2 = 0.5 and both losses are 2 log 2 and log 2.
+    """
+    rows = history[-window:]
+    if not rows:
+        raise ValueError("the run has no logged history yet")
+    mean = {k: float(np.mean([r[k] for r in rows]))
+            for k in ("D_x", "D_G_z1", "D_G_z2", "discriminator_loss", "generator_loss")}
+    return {
+        **mean,
+        "distance_from_0.5": float(np.mean([abs(mean[k] - 0.5) for k in ("D_x", "D_G_z1", "D_G_z2")])),
+        "loss_ratio": mean["discriminator_loss"] / mean["generator_loss"],
+        "rows": len(rows),
+    }
+
+
+def equilibrium_table(runs, window=50):
+    """A printable table of `equilibrium` for several runs ({name: history})."""
+    header = f"{'run':<28}{'D_x':>7}{'D_G_z1':>8}{'D_G_z2':>8}{'|.-0.5|':>9}{'lossD/lossG':>13}"
+    lines = [header, "-" * len(header)]
+    for name, history in runs.items():
+        e = equilibrium(history, window)
+        lines.append(f"{name:<28}{e['D_x']:>7.3f}{e['D_G_z1']:>8.3f}{e['D_G_z2']:>8.3f}"
+                     f"{e['distance_from_0.5']:>9.3f}{e['loss_ratio']:>13.3f}")
+    return "\n".join(lines)
+
+
+def smooth(values, weight=0.6):
+    """TensorBoard's scalar smoothing: a debiased exponential moving average.
+
+    The same computation as TensorBoard's smoothing slider (weight in [0, 1)):
+    last = weight * last + (1 - weight) * value, divided by 1 - weight^n so
+    the first points are not pulled towards 0. Non-finite values pass through.
+    """
+    if not 0 <= weight <= 1:
+        raise ValueError(f"smoothing weight must be in [0, 1], got {weight}")
+    out, last, n = [], 0.0, 0
+    for value in values:
+        if not math.isfinite(value):
+            out.append(value)
+            continue
+        last = last * weight + (1 - weight) * value
+        n += 1
+        out.append(last / (1 - weight ** n) if weight < 1 else last)
+    return out

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from labkit import analysis
+
+
+def test_smoothing_matches_tensorboard_by_hand():
+    # weight 0.5: EMA 0.5, 1.25, 2.125 debiased by 1 - 0.5^n = 0.5, 0.75, 0.875.
+    assert analysis.smooth([1.0, 2.0, 3.0], 0.5) == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875])
+    assert analysis.smooth([4.0, 5.0], 0.0) == [4.0, 5.0]
+    out = analysis.smooth([1.0, float("nan"), 3.0], 0.5)  # NaN passes through, uncounted
+    assert np.isnan(out[1]) and out[2] == pytest.approx((0.25 + 1.5) / 0.75)
+
+
+def test_interpolation_ends_at_the_generator_of_its_endpoints(small_gan):
+    G = small_gan.generator
+    z1, z2 = analysis.random_pairs(G.latent_dim, pairs=3, seed=1)
+    for method in ("linear", "slerp"):
+        images = analysis.interpolate(G, z1, z2, 0, 1, steps=5, method=method)
+        assert images.shape == (3, 5, 1, 32, 32)
+        with torch.no_grad():
+            assert torch.allclose(images[:, 0], G(z1), atol=1e-5)
+            assert torch.allclose(images[:, -1], G(z2), atol=1e-5)
+    # Extrapolation over [-1, 2] in 4 steps passes through z1 (l=0) and z2 (l=1).
+    z = analysis.interpolation_latents(z1, z2, -1, 2, steps=4)
+    assert torch.allclose(z[:, 1], z1) and torch.allclose(z[:, 2], z2)
+    assert torch.allclose(z[:, 0], 2 * z1 - z2)
+
+
+def test_slerp_keeps_the_norm_between_orthogonal_codes():
+    z1, z2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    mid = analysis.slerp(z1, z2, torch.tensor([[0.5]]))
+    assert mid.norm().item() == pytest.approx(3.0)
+
+
+def test_find_latents_picks_codes_that_draw_the_digit(small_gan):
+    G = small_gan.generator
+    digit = int(np.argmax(analysis.count_digits(torch.cat([G(z) for z in
+                                                            torch.randn(4, 250, 16).unbind()]).detach(),
+                                                 threshold=0.5).counts))
+    z = analysis.find_latents(G, digit, count=3, threshold=0.5)
+    with torch.no_grad():
+        labels, confidence = analysis.classify_digits(G(z))
+    assert labels.tolist() == [digit] * 3 and (confidence >= 0.5).all()
+
+
+def test_equilibrium_table_measures_distance_from_one_half():
+    history = [dict(step=i, D_x=0.9, D_G_z1=0.1, D_G_z2=0.2, discriminator_loss=0.5, generator_loss=2.0)
+               for i in range(10)]
+    e = analysis.equilibrium(history, window=5)
+    assert e["distance_from_0.5"] == pytest.approx((0.4 + 0.4 + 0.3) / 3) and e["loss_ratio"] == 0.25
+    table = analysis.equilibrium_table({"default": history})
+    assert "default" in table and "0.900" in table
