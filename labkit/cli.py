@@ -107,6 +107,15 @@ def cmd_train_classifier(args):
                      out=args.out or ASSET)
 
 
+def cmd_train_vae(args):
+    from .vae import VAEConfig, train_vae
+
+    values = {f: getattr(args, f) for f in ("latent_dim", "batch_size", "num_training_steps", "learning_rate",
+                                            "logging_steps", "saving_steps", "seed")}
+    values["device"] = "cpu" if args.no_cuda else (args.device or "auto")
+    train_vae(VAEConfig(**values), args.out, progress=not args.quiet)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="labkit", description="A GAN course lab on MNIST.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +140,19 @@ def build_parser():
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fid)
+
+    p = commands.add_parser("train-vae", help="train (or resume) a VAE run (LAB-SPEC 8)")
+    from .vae import VAEConfig
+
+    vae_defaults = VAEConfig()
+    for name in ("latent_dim", "batch_size", "num_training_steps", "logging_steps", "saving_steps", "seed"):
+        p.add_argument(f"--{name}", type=int, default=getattr(vae_defaults, name))
+    p.add_argument("--learning_rate", type=float, default=vae_defaults.learning_rate)
+    p.add_argument("--no_cuda", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/vae_z<latent>_seed<seed>)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_vae)
 
     p = commands.add_parser("train-classifier", help="retrain the digit classifier labkit ships")
     p.add_argument("--epochs", type=int, default=6)

@@ -180,3 +180,86 @@ class DigitClassifier(nn.Module):
 
     def forward(self, images):
         return self.head(self.features(images))
+
+
+class VAEDecoder(nn.Module):
+    """latent (N, z) -> image (N, 1, 32, 32) in [-1, 1]: the VAE's generator.
+
+    It has `latent_dim` and is called on codes like a GAN generator, so
+    `sample_images`, FID and interpolation work on it unchanged.
+    """
+
+    def __init__(self, latent_dim):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.project = nn.Linear(latent_dim, 128 * 4 * 4)
+        self.net = nn.Sequential(
+            nn.ReLU(True),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(True),  # 16x16
+            nn.ConvTranspose2d(32, 1, 4, 2, 1),  # 32x32 logits
+        )
+
+    def logits(self, z):
+        """Per-pixel Bernoulli logits of the probability that a pixel is ink."""
+        return self.net(self.project(z.reshape(z.size(0), self.latent_dim)).view(-1, 128, 4, 4))
+
+    def forward(self, z):
+        return torch.sigmoid(self.logits(z)) * 2 - 1  # the mean image, in labkit's [-1, 1]
+
+
+class VAE(nn.Module):
+    """A convolutional variational autoencoder (Kingma & Welling, 2014).
+
+    Encoder: 32 -> 16 -> 8 -> 4 pixels (32, 64, 128 channels), then linear maps
+    to the mean and log-variance of q(z|x). Decoder: `VAEDecoder`, the mirror.
+
+    Reconstruction likelihood: Bernoulli per pixel, i.e. binary cross-entropy
+    between the decoder's logits and the image in [0, 1]. MNIST pixels are
+    nearly binary (most are 0 or 1), which a Bernoulli describes well; a
+    Gaussian with a fixed variance would need that variance chosen by hand,
+    and it sets how blurry samples get. The image a VAE shows is the decoder's
+    mean, sigmoid(logits).
+    """
+
+    def __init__(self, latent_dim=10):
+        super().__init__()
+        _check_size("latent_dim", latent_dim)
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(True),  # 16x16
+            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(True),  # 8x8
+            nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(True),  # 4x4
+            nn.Flatten(),
+        )
+        self.to_mean = nn.Linear(128 * 4 * 4, latent_dim)
+        self.to_logvar = nn.Linear(128 * 4 * 4, latent_dim)
+        self.decoder = VAEDecoder(latent_dim)
+
+    def encode(self, images):
+        """Mean and log-variance of q(z | x), each (N, latent_dim)."""
+        h = self.encoder(images)
+        return self.to_mean(h), self.to_logvar(h)
+
+    def forward(self, images, noise=None):
+        """(reconstruction logits, mean, logvar); `noise` ~ N(0, I) for the reparameterisation."""
+        mean, logvar = self.encode(images)
+        if noise is None:
+            noise = torch.randn_like(mean)
+        z = mean + torch.exp(0.5 * logvar) * noise
+        return self.decoder.logits(z), mean, logvar
+
+
+def kl_divergence(mean, logvar):
+    """KL(N(mean, exp(logvar)) || N(0, I)) per image, summed over latent dimensions."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
+
+
+def vae_losses(vae, images, noise=None):
+    """Per-batch means of (loss, KL, reconstruction) in nats per image; loss = rec + KL."""
+    logits, mean, logvar = vae(images, noise)
+    target = (images + 1) / 2
+    reconstruction = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    reconstruction = reconstruction.flatten(1).sum(1).mean()
+    kl = kl_divergence(mean, logvar).mean()
+    return reconstruction + kl, kl, reconstruction

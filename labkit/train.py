@@ -175,27 +175,32 @@ class Run:
         return [row[name] for row in self.history]
 
 
+COUNT_COLUMNS = {"step", "d_updates"}
+
+
 def read_history(run_dir):
+    """A run folder's history.csv as a list of dicts (counts as int, values as float)."""
     path = Path(run_dir) / "history.csv"
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: (int(v) if k in ("step", "d_updates") else float(v)) for k, v in row.items()}
+        return [{k: (int(v) if k in COUNT_COLUMNS else float(v)) for k, v in row.items()}
                 for row in csv.DictReader(f)]
 
 
-def _write_history(run_dir, rows):
+def write_history(run_dir, rows, columns=HISTORY_COLUMNS):
     with open(Path(run_dir) / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
 
-def read_config(run_dir):
+def read_config(run_dir, config_class=None):
+    config_class = config_class or TrainConfig
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a labkit run folder (it has no config.json)")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    return config_class.from_dict(json.loads(path.read_text()))
 
 
 def load_run(run_dir, device="cpu"):
@@ -216,9 +221,10 @@ def load_run(run_dir, device="cpu"):
     return Run(run_dir, config, read_history(run_dir), generator, discriminator, state["step"])
 
 
-def _check_resumable(run_dir, config):
-    saved = read_config(run_dir)
-    changed = [f.name for f in fields(TrainConfig)
+def check_resumable(run_dir, config):
+    """Refuse to resume a run folder whose settings differ in what the model learned."""
+    saved = read_config(run_dir, type(config))
+    changed = [f.name for f in fields(config)
                if getattr(saved, f.name) != getattr(config, f.name) and f.name not in RESUMABLE_CHANGES]
     if changed:
         diffs = ", ".join(f"{n}={getattr(saved, n)!r} there vs {getattr(config, n)!r} now" for n in changed)
@@ -241,7 +247,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     # Resume from the newest checkpoint, if this folder has one.
     resume_from = latest_checkpoint(run_dir)
     if resume_from is not None:
-        _check_resumable(run_dir, config)
+        check_resumable(run_dir, config)
         state = load_checkpoint(resume_from, CHECKPOINT_KIND, map_location=device)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -270,7 +276,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
         torch.set_rng_state(state["torch_rng"].cpu())
         start_step, d_updates, prev_loss_g = state["step"], state["d_updates"], state["prev_generator_loss"]
         history = [row for row in read_history(run_dir) if row["step"] <= start_step]
-    _write_history(run_dir, history)  # drops rows logged after the checkpoint we resume from
+    write_history(run_dir, history)  # drops rows logged after the checkpoint we resume from
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
     if start_step >= config.num_training_steps:
