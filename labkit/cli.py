@@ -116,6 +116,21 @@ def cmd_train_vae(args):
     train_vae(VAEConfig(**values), args.out, progress=not args.quiet)
 
 
+def cmd_sweep(args):
+    from .sweep import format_table, parse_shard, sweep
+
+    base = _train_config(args)
+    runs, summary = sweep(args.latent_dims, args.hidden_dims, args.seeds, args.out or Path("runs/sweep"), base,
+                          fid_count=args.fid_count, backbone=args.backbone, shard=parse_shard(args.shard),
+                          progress=not args.quiet)
+    failed = [r for r in runs if r["status"] != "done"]
+    backbone = "Inception FID" if args.backbone == "inception" else "MNIST-FID"
+    print(f"{backbone}, {args.fid_count} vs {args.fid_count} images: mean ± std (best)")
+    print(format_table(summary, args.latent_dims, args.hidden_dims))
+    if failed:
+        print(f"{len(failed)} run(s) failed; see runs.csv. Rerun the same command to retry them.")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="labkit", description="A GAN course lab on MNIST.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +155,17 @@ def build_parser():
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fid)
+
+    p = commands.add_parser("sweep", help="a latent x hidden grid over several seeds, with FID")
+    p.add_argument("--latent_dims", type=int, nargs="+", required=True)
+    p.add_argument("--hidden_dims", type=int, nargs="+", required=True, help="hidden size of both G and D")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per configuration: 2022, 2023, ...")
+    p.add_argument("--fid_count", type=int, default=3000)
+    p.add_argument("--backbone", choices=["inception", "mnist"], default="inception")
+    p.add_argument("--shard", default="0/1", help="K/N: run every N-th configuration from the K-th "
+                                                  "(one process per GPU)")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("train-vae", help="train (or resume) a VAE run (LAB-SPEC 8)")
     from .vae import VAEConfig

@@ -1,0 +1,161 @@
+"""A grid of configurations x seeds in one call, resumable and summarised.
+
+    labkit sweep --latent_dims 16 32 64 100 --hidden_dims 16 32 64 100 --seeds 5
+
+trains every (latent, hidden, seed) run into its own folder under --out,
+measures its FID, and writes
+    <run>/result.json   the run's row, written when the run is done
+    runs.csv            one row per run (config, seed, status, FID with its
+                        backbone and N, final D_x / D_G_z1 / D_G_z2, seconds)
+    summary.csv         one row per configuration: mean, std, best, count
+
+Rerunning the same command skips finished runs (they have result.json) and
+resumes unfinished ones from their checkpoints. A run that fails is recorded
+with its error and the sweep goes on.
+
+Several GPUs or machines: start one process per GPU on the same --out folder,
+each with its share of the grid, e.g. on a 4-GPU machine
+    for k in 0 1 2 3; do CUDA_VISIBLE_DEVICES=$k labkit sweep ... --shard $k/4 & done
+(on a cluster, the same command as an array job with --shard $TASK_ID/$N).
+Runs never share a folder, and runs.csv and summary.csv are rebuilt from all
+result.json files after every run, so the processes need no coordination.
+"""
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from .train import TrainConfig, train
+
+RUN_COLUMNS = ("latent_dim", "hidden_dim", "seed", "status", "fid", "fid_backbone", "fid_n", "D_x", "D_G_z1",
+               "D_G_z2", "seconds", "run_dir")
+SUMMARY_COLUMNS = ("latent_dim", "hidden_dim", "count", "fid_mean", "fid_std", "fid_best", "fid_backbone", "fid_n")
+
+
+def grid(latent_dims, hidden_dims, seeds):
+    """Every (latent, hidden, seed), in a fixed order."""
+    return [(z, h, s) for z in latent_dims for h in hidden_dims for s in seeds]
+
+
+def parse_shard(text):
+    """'K/N' -> (K, N): this process takes runs K, K+N, K+2N, ..."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+        assert 0 <= k < n
+    except (ValueError, AssertionError):
+        raise ValueError(f"--shard must look like K/N with 0 <= K < N, e.g. 0/4; got {text!r}") from None
+    return k, n
+
+
+def _write_csv_atomic(path, columns, rows):
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def collect(out_dir):
+    """Rebuild runs.csv and summary.csv from every result.json under out_dir; return (runs, summary)."""
+    out_dir = Path(out_dir)
+    rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
+    rows.sort(key=lambda r: (r["latent_dim"], r["hidden_dim"], r["seed"]))
+    summary = []
+    for z, h in sorted({(r["latent_dim"], r["hidden_dim"]) for r in rows}):
+        done = [r for r in rows if (r["latent_dim"], r["hidden_dim"]) == (z, h) and r["status"] == "done"]
+        fids = np.array([r["fid"] for r in done], dtype=float)
+        summary.append(dict(
+            latent_dim=z, hidden_dim=h, count=len(fids),
+            fid_mean=float(fids.mean()) if len(fids) else math.nan,
+            fid_std=float(fids.std(ddof=1)) if len(fids) > 1 else math.nan,  # sample std, as the reports
+            fid_best=float(fids.min()) if len(fids) else math.nan,
+            fid_backbone=done[0]["fid_backbone"] if done else "", fid_n=done[0]["fid_n"] if done else 0))
+    _write_csv_atomic(out_dir / "runs.csv", RUN_COLUMNS, rows)
+    _write_csv_atomic(out_dir / "summary.csv", SUMMARY_COLUMNS, summary)
+    return rows, summary
+
+
+def run_one(config, run_dir, fid_count, backbone, window=50):
+    """Train (or resume) one run and measure it: its runs.csv row."""
+    from .analysis import equilibrium
+    from .metrics import generator_fid
+
+    started = time.time()
+    run = train(config, run_dir, progress=False)
+    fid = generator_fid(run.generator, fid_count, backbone)
+    balance = equilibrium(run.history, window)
+    return dict(latent_dim=config.latent_dim, hidden_dim=config.generator_hidden_dim, seed=config.seed,
+                status="done", fid=fid.value, fid_backbone=backbone, fid_n=fid_count,
+                D_x=balance["D_x"], D_G_z1=balance["D_G_z1"], D_G_z2=balance["D_G_z2"],
+                seconds=round(time.time() - started, 1), run_dir=str(run_dir))
+
+
+def sweep(latent_dims, hidden_dims, seeds, out_dir="runs/sweep", base=None, fid_count=3000,
+          backbone="inception", shard=(0, 1), progress=True):
+    """Run the grid (hidden sets both G's and D's hidden size, as the course swept it).
+
+    seeds: a list of seeds, or a number N for the seeds 2022 ... 2022 + N - 1.
+    Returns (runs, summary) as lists of dicts, also written to runs.csv and summary.csv.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(seeds, int):
+        seeds = [2022 + i for i in range(seeds)]
+    base = base or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k, n = shard
+    todo = grid(latent_dims, hidden_dims, seeds)[k::n]
+    configs = [replace(base, latent_dim=z, generator_hidden_dim=h, discriminator_hidden_dim=h, seed=s)
+               for z, h, s in todo]  # validates every size before any training starts
+    bar = tqdm(total=len(configs), desc="sweep", unit="run", disable=not progress)
+    for config in configs:
+        run_dir = out_dir / config.name
+        result_file = run_dir / "result.json"
+        if result_file.exists() and json.loads(result_file.read_text())["status"] == "done":
+            bar.update(1)
+            continue
+        bar.set_postfix_str(config.name)
+        try:
+            row = run_one(config, run_dir, fid_count, backbone)
+        except Exception as err:  # one broken run must not stop the other 79
+            row = dict(latent_dim=config.latent_dim, hidden_dim=config.generator_hidden_dim, seed=config.seed,
+                       status=f"failed: {type(err).__name__}: {err}", run_dir=str(run_dir))
+            if progress:
+                bar.write(f"labkit: {config.name} failed ({type(err).__name__}: {err}); going on")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(row, indent=1) + "\n")
+        collect(out_dir)
+        bar.update(1)
+    bar.close()
+    (out_dir / "sweep.json").write_text(json.dumps(dict(
+        latent_dims=list(latent_dims), hidden_dims=list(hidden_dims), seeds=list(seeds), fid_count=fid_count,
+        backbone=backbone, base=asdict(base)), indent=1) + "\n")
+    return collect(out_dir)
+
+
+def table(summary, latent_dims, hidden_dims, key="fid_mean"):
+    """A latent x hidden array of one summary column (NaN where missing), for heatmaps."""
+    values = {(r["latent_dim"], r["hidden_dim"]): r[key] for r in summary}
+    return np.array([[values.get((z, h), math.nan) for h in hidden_dims] for z in latent_dims], dtype=float)
+
+
+def format_table(summary, latent_dims, hidden_dims):
+    """The students' table: mean +- std (best) per latent (rows) x hidden (columns)."""
+    cells = {(r["latent_dim"], r["hidden_dim"]): r for r in summary}
+    lines = ["latent \\ hidden " + "".join(f"{h:>22}" for h in hidden_dims)]
+    for z in latent_dims:
+        row = f"{z:<16}"
+        for h in hidden_dims:
+            r = cells.get((z, h))
+            row += f"{'-':>22}" if not r or not r["count"] else \
+                f"{r['fid_mean']:>9.1f} ± {r['fid_std']:>4.1f} ({r['fid_best']:.1f})"
+        lines.append(row)
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+import csv
+import json
+
+import pytest
+
+from labkit.sweep import collect, format_table, grid, parse_shard, sweep, table
+from labkit.train import TrainConfig
+
+BASE = TrainConfig(num_training_steps=10, logging_steps=5, saving_steps=10, device="cpu")
+
+
+def read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_writes_runs_and_summary_then_skips_finished_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sweep"
+    runs, summary = sweep([8, 16], [8], [1, 2], out, BASE, fid_count=100, backbone="mnist", progress=False)
+    assert [(r["latent_dim"], r["hidden_dim"], r["seed"]) for r in runs] == grid([8, 16], [8], [1, 2])
+    assert all(r["status"] == "done" and r["fid"] > 0 and r["fid_n"] == 100 for r in runs)
+    rows = read(out / "runs.csv")
+    assert len(rows) == 4 and rows[0]["fid_backbone"] == "mnist" and 0 < float(rows[0]["D_x"]) < 1
+    first = [r for r in runs if r["latent_dim"] == 8]
+    s = {(r["latent_dim"], r["hidden_dim"]): r for r in summary}[(8, 8)]
+    assert s["count"] == 2 and s["fid_best"] == min(r["fid"] for r in first)
+    assert s["fid_mean"] == pytest.approx(sum(r["fid"] for r in first) / 2)
+    assert len(read(out / "summary.csv")) == 2
+    assert table(summary, [8, 16], [8]).shape == (2, 1) and "±" in format_table(summary, [8, 16], [8])
+    # Rerun: nothing is trained again.
+    import labkit.sweep
+    monkeypatch.setattr(labkit.sweep, "run_one", lambda *a, **k: pytest.fail("a finished run was redone"))
+    again, _ = sweep([8, 16], [8], [1, 2], out, BASE, fid_count=100, backbone="mnist", progress=False)
+    assert again == runs
+
+
+def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    import labkit.sweep
+
+    real_run_one = labkit.sweep.run_one
+
+    def flaky(config, *args):
+        if config.seed == 1:
+            raise RuntimeError("out of memory")
+        return real_run_one(config, *args)
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(labkit.sweep, "run_one", flaky)
+    runs, summary = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", progress=False)
+    assert [r["status"] for r in runs] == ["failed: RuntimeError: out of memory", "done"]
+    assert summary[0]["count"] == 1
+    monkeypatch.setattr(labkit.sweep, "run_one", real_run_one)  # the retry on rerun succeeds
+    runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", progress=False)
+    assert [r["status"] for r in runs] == ["done", "done"]
+
+
+def test_shards_split_the_grid_without_overlap(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    for k in (0, 1):
+        sweep([8], [8], [1, 2, 3], tmp_path / "s", BASE, fid_count=100, backbone="mnist", shard=(k, 2),
+              progress=False)
+    runs, _ = collect(tmp_path / "s")
+    assert sorted(r["seed"] for r in runs) == [1, 2, 3]
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["seeds"] == [1, 2, 3]
+    with pytest.raises(ValueError, match="K/N"):
+        parse_shard("2/2")
+
+
+def test_cli_sweep_prints_the_table(tmp_path, capsys, monkeypatch):
+    from labkit.cli import main
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    assert main(["sweep", "--latent_dims", "8", "--hidden_dims", "8", "--seeds", "2", "--fid_count", "100",
+                 "--backbone", "mnist", "--num_training_steps", "10", "--no_cuda", "--quiet",
+                 "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "MNIST-FID, 100 vs 100 images" in out and "±" in out
+    assert main(["sweep", "--latent_dims", "0", "--hidden_dims", "8", "--out", str(tmp_path / "t")]) == 2
