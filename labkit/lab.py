@@ -33,6 +33,9 @@ class Profile:
     count_samples: int  # samples whose digits are counted
     vae_steps: int
     vae_latents: tuple
+    interpolation_pairs: int = 10
+    interpolation_steps: int = 20
+    confident: float = 0.9  # classifier confidence for picking interpolation endpoints by digit
 
     def describe(self):
         return (f"profile '{self.name}': {self.steps} steps per GAN run, seeds {list(self.seeds)}, "
@@ -48,7 +51,8 @@ PROFILES = {
                    vae_steps=3000, vae_latents=(3, 10, 100)),
     "smoke": Profile("smoke", steps=30, saving_steps=30, seeds=(2022, 2023),
                      sizes=(16, 32), curve_sizes=(16, 32), fid_count=20, count_samples=300,
-                     vae_steps=30, vae_latents=(3, 10)),
+                     vae_steps=30, vae_latents=(3, 10), interpolation_pairs=3, interpolation_steps=8,
+                     confident=0.0),
 }
 
 
@@ -83,6 +87,26 @@ def run(train_config=None, name=None, **settings):
 
     train_config = train_config or config(**settings)
     return train(train_config, runs_dir() / (name or train_config.name))
+
+
+def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone="inception", fid_count=None):
+    """The profile's latent x hidden x seeds sweep, in the lab's run folders
+    (so runs trained by other notebooks are reused); returns (runs, summary)."""
+    from . import sweep as sweeps
+
+    p = profile()
+    return sweeps.sweep(latent_dims or p.sizes, hidden_dims or p.sizes, seeds or p.seeds, runs_dir(), config(),
+                        fid_count=fid_count or p.fid_count, backbone=backbone)
+
+
+def vae(latent_dim, seed=2022):
+    """Train this VAE with the profile's steps, or load it: a `vae.VAERun`."""
+    from .vae import VAEConfig, train_vae
+
+    vae_config = VAEConfig(latent_dim=latent_dim, num_training_steps=profile().vae_steps, seed=seed,
+                           saving_steps=max(profile().vae_steps // 5, 1),
+                           logging_steps=min(100, profile().vae_steps // 3 or 1))
+    return train_vae(vae_config, runs_dir() / vae_config.name)
 
 
 def seconds_per_step(hidden_dim=16, steps=5):

