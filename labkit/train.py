@@ -232,6 +232,24 @@ def check_resumable(run_dir, config):
                          f"choose another output folder or delete that one")
 
 
+def open_run(config, out_dir, kind):
+    """(run folder, device, newest checkpoint's state or None) for a run about to train.
+
+    Checks everything that could stop the run before anything is written: the
+    device, and that an existing run folder holds the same settings and a
+    readable checkpoint.
+    """
+    run_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+    device = resolve_device(config.device)
+    state = None
+    newest = latest_checkpoint(run_dir)
+    if newest is not None:
+        check_resumable(run_dir, config)
+        state = load_checkpoint(newest, kind, map_location=device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, device, state
+
+
 def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides):
     """Train (or resume) a GAN run and return it as a `Run`.
 
@@ -241,15 +259,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     on_log:    called with each history row (a dict) at every logging step.
     """
     config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
-    run_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    device = resolve_device(config.device)
-
-    # Resume from the newest checkpoint, if this folder has one.
-    resume_from = latest_checkpoint(run_dir)
-    if resume_from is not None:
-        check_resumable(run_dir, config)
-        state = load_checkpoint(resume_from, CHECKPOINT_KIND, map_location=device)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, device, state = open_run(config, out_dir, CHECKPOINT_KIND)
 
     torch.manual_seed(config.seed)
     generator, discriminator = build_models(config)
@@ -267,7 +277,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     start_step, d_updates, prev_loss_g = 0, 0, None
     history = []
 
-    if resume_from is not None:
+    if state is not None:  # resume
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_generator"])

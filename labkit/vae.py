@@ -20,8 +20,7 @@ from torchvision.utils import save_image
 from .checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, remove_older_checkpoints, save_atomic
 from .data import BatchSampler, load_mnist, to_unit_range
 from .models import VAE, vae_losses
-from .train import check_resumable, describe_device, fixed_noise, read_config, read_history, resolve_device, \
-    write_history
+from .train import describe_device, fixed_noise, open_run, read_config, read_history, write_history
 
 VAE_COLUMNS = ("step", "train_loss", "train_kl", "train_reconstruction", "dev_loss", "dev_kl", "dev_reconstruction")
 CHECKPOINT_KIND = "vae"
@@ -110,20 +109,14 @@ def train_vae(config=None, out_dir=None, *, progress=True, **overrides):
     from tqdm.auto import tqdm
 
     config = VAEConfig.from_dict({**asdict(config or VAEConfig()), **overrides})
-    run_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    device = resolve_device(config.device)
-    resume_from = latest_checkpoint(run_dir)
-    if resume_from is not None:
-        check_resumable(run_dir, config)
-        state = load_checkpoint(resume_from, CHECKPOINT_KIND, map_location=device)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, device, state = open_run(config, out_dir, CHECKPOINT_KIND)
 
     torch.manual_seed(config.seed)
     vae = VAE(config.latent_dim).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.learning_rate)
     noise_rng = torch.Generator(device).manual_seed(config.seed)
     start_step, history = 0, []
-    if resume_from is not None:
+    if state is not None:
         vae.load_state_dict(state["vae"])
         optimizer.load_state_dict(state["optimizer"])
         noise_rng.set_state(state["noise_rng"].cpu())
