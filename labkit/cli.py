@@ -28,15 +28,21 @@ def _add_train_flags(parser):
 
     defaults = TrainConfig()
     course = parser.add_argument_group("the course's flags")
-    for name in ("latent_dim", "generator_hidden_dim", "discriminator_hidden_dim", "batch_size",
-                 "num_training_steps", "logging_steps", "saving_steps"):
-        course.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
-    course.add_argument("--learning_rate", type=float, default=defaults.learning_rate)
-    course.add_argument("--beta1", type=float, default=defaults.beta1)
+    meaning = dict(latent_dim="size of the noise z", generator_hidden_dim="width h of G (channels 4h, 2h, h)",
+                   discriminator_hidden_dim="width h of D (channels h, 2h, 4h)", batch_size="images per step",
+                   num_training_steps="steps in all (a rerun with more continues the run)",
+                   logging_steps="log to history.csv and TensorBoard every so many steps",
+                   saving_steps="checkpoint and sample grid every so many steps")
+    for name, text in meaning.items():
+        course.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
+                            help=f"{text} (default: %(default)s)")
+    course.add_argument("--learning_rate", type=float, default=defaults.learning_rate,
+                        help="Adam's learning rate for G and D (default: %(default)s)")
+    course.add_argument("--beta1", type=float, default=defaults.beta1, help="Adam's beta1 (default: %(default)s)")
     course.add_argument("--use_mlp", action="store_true", help="the MLP GAN instead of the DCGAN")
     course.add_argument("--no_cuda", action="store_true", help="train on the CPU even if a GPU is present")
     more = parser.add_argument_group("labkit's additions")
-    more.add_argument("--seed", type=int, default=defaults.seed)
+    more.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     more.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if present)")
     more.add_argument("--out", type=Path, default=None,
                       help="run folder (default: runs/<model>_z<latent>_g<hidden>_d<hidden>_seed<seed>); "
