@@ -145,10 +145,14 @@ def bce(prob, target):
     from a diverging run then fails inside the loss (on CUDA as a device-side
     assert that ends the whole process) instead of reaching the training loop's
     check, which says at which step it happened and keeps the last checkpoint.
+
+    The mean is over the last dimension: one loss for a batch (B,) of
+    probabilities, and one per model for the (N, B) of N stacked models
+    (labkit/together.py).
     """
     log_p = torch.log(prob).clamp(min=-100)
     log_not_p = torch.log1p(-prob).clamp(min=-100)
-    return -(target * log_p + (1 - target) * log_not_p).mean()
+    return -(target * log_p + (1 - target) * log_not_p).mean(dim=-1)
 
 
 def fixed_noise(latent_dim, count=64, device="cpu"):
@@ -250,6 +254,65 @@ def open_run(config, out_dir, kind):
     return run_dir, device, state
 
 
+def prepare_run_folder(run_dir, config, state):
+    """Write config.json and cut history.csv back to the checkpoint we resume from; return that history."""
+    history = []
+    if state is not None:
+        history = [row for row in read_history(run_dir) if row["step"] <= state["step"]]
+    write_history(run_dir, history)  # drops rows logged after the checkpoint
+    (Path(run_dir) / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return history
+
+
+def check_finite(finite_flags, step, run_dir):
+    """Raise TrainingDiverged if any flag is False.
+
+    finite_flags: one bool per step, for the steps that end at `step`, on the host.
+    """
+    finite = torch.as_tensor(finite_flags)
+    if finite.all():
+        return
+    bad_step = step - len(finite) + 1 + int((~finite).nonzero()[0])
+    last = latest_checkpoint(run_dir)
+    raise TrainingDiverged(
+        f"the loss became NaN or infinite at step {bad_step}; training stopped. "
+        + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
+        + " Try a lower learning rate or another seed.")
+
+
+class RunWriter:
+    """What a run writes while it trains: history.csv rows, TensorBoard scalars, sample grids, checkpoints."""
+
+    def __init__(self, run_dir, start_step):
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
+
+        self.run_dir = Path(run_dir)
+        self.tensorboard = SummaryWriter(self.run_dir / "tensorboard", purge_step=start_step + 1)
+        self.history_file = open(self.run_dir / "history.csv", "a", newline="")
+        self.history = csv.DictWriter(self.history_file, fieldnames=HISTORY_COLUMNS)
+
+    def log(self, row):
+        self.history.writerow(row)
+        self.history_file.flush()
+        for key in HISTORY_COLUMNS[1:]:
+            self.tensorboard.add_scalar(key, row[key], row["step"])
+
+    def save(self, state, samples):
+        """Write the checkpoint `state` (atomically; older ones are deleted) and a grid of `samples`."""
+        step = state["step"]
+        path = self.run_dir / "samples" / f"step-{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(to_unit_range(samples), path, nrow=8)
+        ckpt = checkpoint_path(self.run_dir, step)
+        save_atomic(state, ckpt)
+        remove_older_checkpoints(self.run_dir, keep=ckpt)
+        self.tensorboard.flush()
+
+    def close(self):
+        self.tensorboard.close()
+        self.history_file.close()
+
+
 def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides):
     """Train (or resume) a GAN run and return it as a `Run`.
 
@@ -275,7 +338,6 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=(config.beta1, 0.999))
     noise_rng = torch.Generator(device).manual_seed(config.seed)
     start_step, d_updates, prev_loss_g = 0, 0, None
-    history = []
 
     if state is not None:  # resume
         generator.load_state_dict(state["generator"])
@@ -285,15 +347,12 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
         noise_rng.set_state(state["noise_rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         start_step, d_updates, prev_loss_g = state["step"], state["d_updates"], state["prev_generator_loss"]
-        history = [row for row in read_history(run_dir) if row["step"] <= start_step]
-    write_history(run_dir, history)  # drops rows logged after the checkpoint we resume from
-    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    history = prepare_run_folder(run_dir, config, state)
 
     if start_step >= config.num_training_steps:
         generator.eval(), discriminator.eval()
         return Run(run_dir, config, history, generator, discriminator, start_step)
 
-    from torch.utils.tensorboard import SummaryWriter  # slow import; only needed here
     from tqdm.auto import tqdm
 
     images = load_mnist("train", device=device)[0].contiguous(memory_format=memory_format)
@@ -301,9 +360,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
     sample_noise = fixed_noise(config.latent_dim, device=device)
     ones = torch.ones(config.batch_size, device=device)
     zeros = torch.zeros(config.batch_size, device=device)
-    writer = SummaryWriter(run_dir / "tensorboard", purge_step=start_step + 1)
-    history_file = open(run_dir / "history.csv", "a", newline="")
-    history_writer = csv.DictWriter(history_file, fieldnames=HISTORY_COLUMNS)
+    writer = RunWriter(run_dir, start_step)
     bar = tqdm(total=config.num_training_steps, initial=start_step, desc=run_dir.name,
                disable=not progress, dynamic_ncols=True)
     if progress:
@@ -352,14 +409,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
             if not (is_log or is_save):
                 continue
 
-            finite = torch.stack(finite_flags).cpu()  # the one host-device sync
-            if not finite.all():
-                bad_step = step - len(finite_flags) + 1 + int((~finite).nonzero()[0])
-                last = latest_checkpoint(run_dir)
-                raise TrainingDiverged(
-                    f"the loss became NaN or infinite at step {bad_step}; training stopped. "
-                    + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
-                    + " Try a lower learning rate or another seed.")
+            check_finite(torch.stack(finite_flags).cpu(), step, run_dir)  # the one host-device sync
             finite_flags.clear()
 
             if is_log:
@@ -367,10 +417,7 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
                            D_x=out_real.mean().item(), D_G_z1=out_fake.mean().item(),
                            D_G_z2=out_fake_after.mean().item(), d_updates=d_updates)
                 history.append(row)
-                history_writer.writerow(row)
-                history_file.flush()
-                for key in HISTORY_COLUMNS[1:]:
-                    writer.add_scalar(key, row[key], step)
+                writer.log(row)
                 bar.set_postfix(loss_D=f"{row['discriminator_loss']:.3f}",
                                 loss_G=f"{row['generator_loss']:.3f}", D_x=f"{row['D_x']:.2f}")
                 if on_log is not None:
@@ -379,30 +426,20 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
             if is_save:
                 generator.eval()
                 with torch.no_grad():
-                    save_image(to_unit_range(generator(sample_noise)), _sample_path(run_dir, step), nrow=8)
+                    samples = generator(sample_noise)
                 generator.train()
-                ckpt = checkpoint_path(run_dir, step)
-                save_atomic({
+                writer.save({
                     "kind": CHECKPOINT_KIND, "step": step, "config": asdict(config),
                     "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
                     "opt_generator": opt_g.state_dict(), "opt_discriminator": opt_d.state_dict(),
                     "noise_rng": noise_rng.get_state(), "torch_rng": torch.get_rng_state(),
                     "d_updates": d_updates, "prev_generator_loss": prev_loss_g,
-                }, ckpt)
-                remove_older_checkpoints(run_dir, keep=ckpt)
-                writer.flush()
+                }, samples)
     finally:
         bar.close()
         writer.close()
-        history_file.close()
     if progress:
         print(f"labkit: {config.num_training_steps - start_step} steps in {time.time() - started:.1f} s; "
               f"samples in {run_dir / 'samples'}")
     generator.eval(), discriminator.eval()
     return Run(run_dir, config, history, generator, discriminator, config.num_training_steps)
-
-
-def _sample_path(run_dir, step):
-    path = Path(run_dir) / "samples" / f"step-{step:06d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
