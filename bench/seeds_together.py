@@ -10,6 +10,7 @@ added up. Printed per hidden size:
     N together     ms per step of all N seeds in one stacked model
     speed-up       N in turn / N together   (> 1: together is faster)
     vs one run     N together / one run     (the GPU goal: < 1.5 for 5 seeds)
+    sweep uses     what `labkit sweep` does here by default (labkit.sweep.stack_seeds)
 
     python bench/seeds_together.py                        # 5 seeds, hidden 16 32 64
     python bench/seeds_together.py --hidden 16 --steps 50 --device cpu
@@ -24,6 +25,7 @@ import time
 
 import torch
 
+from labkit.sweep import stack_seeds
 from labkit.together import train_together
 from labkit.train import TrainConfig, describe_device, resolve_device, train
 
@@ -73,7 +75,7 @@ def main():
           f"{'MLP GAN' if args.mlp else 'DCGAN'}, {args.seeds} seeds, batch 64, "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'hidden':>6} {'one run':>9} {f'{args.seeds} in turn':>11} {f'{args.seeds} together':>12} "
-          f"{'speed-up':>9} {'vs one run':>11}   (ms per step)")
+          f"{'speed-up':>9} {'vs one run':>11} {'sweep uses':>11}   (ms per step)")
     for hidden in args.hidden if not args.mlp else [0]:
         config = TrainConfig(generator_hidden_dim=hidden or 16, discriminator_hidden_dim=hidden or 16,
                              use_mlp=args.mlp, num_training_steps=args.warmup + args.steps, logging_steps=5,
@@ -81,7 +83,8 @@ def main():
         one, in_turn = ms_per_step_in_turn(config, seeds, args.warmup)
         together = ms_per_step_together(config, seeds, args.warmup)
         print(f"{hidden or 'mlp':>6} {one:>9.1f} {in_turn:>11.1f} {together:>12.1f} "
-              f"{in_turn / together:>8.2f}x {together / one:>10.2f}x")
+              f"{in_turn / together:>8.2f}x {together / one:>10.2f}x "
+              f"{'together' if stack_seeds(config) else 'in turn':>11}")
         sys.stdout.flush()
 
 

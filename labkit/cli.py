@@ -128,7 +128,7 @@ def cmd_sweep(args):
     base = _train_config(args)
     runs, summary = sweep(args.latent_dims, args.hidden_dims, args.seeds, args.out or Path("runs/sweep"), base,
                           fid_count=args.fid_count, backbone=args.backbone, shard=parse_shard(args.shard),
-                          progress=not args.quiet)
+                          together={"auto": None, "yes": True, "no": False}[args.together], progress=not args.quiet)
     failed = [r for r in runs if r["status"] != "done"]
     backbone = "Inception FID" if args.backbone == "inception" else "MNIST-FID"
     print(f"{backbone}, {args.fid_count} vs {args.fid_count} images: mean ± std (best)")
@@ -168,8 +168,11 @@ def build_parser():
     p.add_argument("--seeds", type=int, default=5, help="seeds per configuration: 2022, 2023, ...")
     p.add_argument("--fid_count", type=int, default=3000)
     p.add_argument("--backbone", choices=["inception", "mnist"], default="inception")
-    p.add_argument("--shard", default="0/1", help="K/N: run every N-th configuration from the K-th "
+    p.add_argument("--shard", default="0/1", help="K/N: run the K-th of N equal parts of the grid "
                                                   "(one process per GPU)")
+    p.add_argument("--together", choices=["auto", "yes", "no"], default="auto",
+                   help="train the seeds of a configuration together as one stacked model; auto: where that "
+                        "is faster (on a GPU; on a CPU for DCGANs up to hidden size 32)")
     _add_train_flags(p)
     p.set_defaults(func=cmd_sweep)
 

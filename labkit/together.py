@@ -5,12 +5,10 @@ hidden size 16 leaves a GPU almost idle: each step is a few dozen tiny kernel
 launches. Training the seeds together turns N small steps into one step of N
 times the width:
 
-  * torch.func.stack_module_state stacks the N models' weights (and BatchNorm
-    running statistics) into tensors with a leading dimension of N;
-  * torch.func.vmap runs torch.func.functional_call over that dimension, so
-    every layer runs once for all N models (a convolution becomes one grouped
-    convolution) and each BatchNorm normalises and updates its own model's
-    statistics;
+  * N copies of a layer become one grouped layer (`grouped_layer`): a
+    convolution with groups=N, a batched matrix product, a BatchNorm over N
+    times the channels. Model k lives in block k of every weight, and its
+    BatchNorm layers keep their own running statistics;
   * the N losses are summed before backward. Each model's weights appear only
     in its own loss, so each receives exactly the gradient of that loss; and
     Adam updates every number independently, so one Adam over the stacked
@@ -18,11 +16,18 @@ times the width:
 
 Each seed gets what its separate run (`labkit.train`) would: initial weights
 built after torch.manual_seed(seed), its own noise generator and its own order
-of batches. The results equal separate runs up to float rounding (a grouped
-convolution adds in another order); tests/test_together.py checks it. Every
-seed keeps its own run folder in exactly the format `train` writes, so
-`load_run`, the notebooks and the sweep tables read it the same way, and
-either trainer can resume it.
+of batches. The results equal separate runs up to float rounding (in float64
+exactly; tests/test_together.py checks both). Every seed keeps its own run
+folder in exactly the format `train` writes, so `load_run`, the notebooks and
+the sweep tables read it the same way, and either trainer can resume it.
+
+Why grouped layers and not torch.func (stack_module_state + vmap over
+functional_call), which computes the same thing: under vmap the convolutions
+become grouped convolutions too, but the tensors between layers are strided
+in ways that fall off PyTorch's fast CPU paths. On a 2-core CPU, 5 seeds
+stacked with vmap took 0.96x (hidden 16) and 0.83x (hidden 64) the speed of
+5 separate runs; as grouped layers in channels_last, 1.2x and 0.8x
+(bench/seeds_together.py).
 
 Not stacked: `d_pause_ratio` (each seed would decide on its own whether D
 skips a step, which one optimizer over the stack cannot do); such runs train

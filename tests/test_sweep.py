@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -47,12 +48,51 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(labkit.sweep, "run_one", flaky)
-    runs, summary = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", progress=False)
+    runs, summary = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist",
+                          together=False, progress=False)
     assert [r["status"] for r in runs] == ["failed: RuntimeError: out of memory", "done"]
     assert summary[0]["count"] == 1
     monkeypatch.setattr(labkit.sweep, "run_one", real_run_one)  # the retry on rerun succeeds
-    runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", progress=False)
+    runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", together=False,
+                    progress=False)
     assert [r["status"] for r in runs] == ["done", "done"]
+
+
+def test_seeds_trained_together_give_the_same_table_as_one_by_one(tmp_path, monkeypatch):
+    import labkit.sweep
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    stacks = []
+    real_train_together = labkit.sweep.train_together
+    monkeypatch.setattr(labkit.sweep, "train_together",
+                        lambda config, seeds, *a, **k: stacks.append(seeds) or real_train_together(config, seeds, *a, **k))
+    config = dict(base=BASE, fid_count=100, backbone="mnist", progress=False)
+    together, _ = sweep([8], [8, 16], [1, 2, 3], tmp_path / "together", together=None, **config)  # auto on a CPU
+    assert stacks == [[1, 2, 3], [1, 2, 3]]
+    in_turn, _ = sweep([8], [8, 16], [1, 2, 3], tmp_path / "in_turn", together=False, **config)
+    assert len(stacks) == 2
+    for a, b in zip(together, in_turn):
+        assert (a["hidden_dim"], a["seed"], a["status"]) == (b["hidden_dim"], b["seed"], "done")
+        assert a["fid"] == pytest.approx(b["fid"], rel=0.02) and a["D_x"] == pytest.approx(b["D_x"], abs=0.01)
+
+
+def test_a_stack_that_fails_is_recorded_and_retried(tmp_path, monkeypatch):
+    import labkit.sweep
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    real_train_together = labkit.sweep.train_together
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(labkit.sweep, "train_together", out_of_memory)
+    config = dict(base=BASE, fid_count=100, backbone="mnist", together=True, progress=False)
+    runs, summary = sweep([8, 16], [8], [1, 2], tmp_path / "s", **config)
+    assert [r["status"] for r in runs] == ["failed: RuntimeError: CUDA out of memory"] * 4
+    assert [s["count"] for s in summary] == [0, 0]
+    monkeypatch.setattr(labkit.sweep, "train_together", real_train_together)
+    runs, summary = sweep([8, 16], [8], [1, 2], tmp_path / "s", **config)
+    assert [r["status"] for r in runs] == ["done"] * 4 and [s["count"] for s in summary] == [2, 2]
 
 
 def test_shards_split_the_grid_without_overlap(tmp_path, monkeypatch):
@@ -77,3 +117,20 @@ def test_cli_sweep_prints_the_table(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "MNIST-FID, 100 vs 100 images" in out and "±" in out
     assert main(["sweep", "--latent_dims", "0", "--hidden_dims", "8", "--out", str(tmp_path / "t")]) == 2
+
+
+def test_a_seed_trained_earlier_is_measured_alone_and_the_rest_stack(tmp_path, monkeypatch):
+    """The lab's notebooks train seed 2022 before the sweep notebook runs; the sweep reuses it."""
+    import labkit.sweep
+    from labkit.train import train
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    config = replace(BASE, latent_dim=8, generator_hidden_dim=8, discriminator_hidden_dim=8, seed=1)
+    train(config, tmp_path / "s" / config.name, progress=False)
+    stacks = []
+    real_train_together = labkit.sweep.train_together
+    monkeypatch.setattr(labkit.sweep, "train_together",
+                        lambda config, seeds, *a, **k: stacks.append(seeds) or real_train_together(config, seeds, *a, **k))
+    runs, _ = sweep([8], [8], [1, 2, 3], tmp_path / "s", BASE, fid_count=100, backbone="mnist", together=True,
+                    progress=False)
+    assert stacks == [[2, 3]] and [r["status"] for r in runs] == ["done"] * 3
