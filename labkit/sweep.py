@@ -204,7 +204,7 @@ def sweep(latent_dims, hidden_dims, seeds, out_dir="runs/sweep", base=None, fid_
             key=lambda c: resume_step(out_dir / c.name))] if stack else [[c] for c in pending]
         for batch in batches:
             names = batch[0].name if len(batch) == 1 else \
-                f"{batch[0].name.rsplit('_seed', 1)[0]}, seeds {', '.join(str(c.seed) for c in batch)} together"
+                f"{batch[0].architecture}, seeds {', '.join(str(c.seed) for c in batch)} together"
             bar.set_postfix_str(names)
             run_dirs = [out_dir / c.name for c in batch]
             try:  # one broken run must not stop the other 79

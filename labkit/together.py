@@ -259,7 +259,7 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
         bar = tqdm(total=config.num_training_steps, initial=start_step, disable=not progress,
                    desc=f"{len(seeds)} seeds together", dynamic_ncols=True)
         if progress:
-            bar.write(f"labkit: training seeds {', '.join(map(str, seeds))} of {configs[0].name} together "
+            bar.write(f"labkit: training seeds {', '.join(map(str, seeds))} of {config.architecture} together "
                       f"on {describe_device(device)}" + (f", resuming at step {start_step}" if start_step else ""))
         ones = torch.ones(len(seeds), config.batch_size, device=device)
         zeros = torch.zeros_like(ones)
@@ -359,7 +359,6 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
             results[i] = Run(run_dirs[i], configs[i], histories[i], generator, discriminator,
                              config.num_training_steps if start_step < config.num_training_steps else start_step)
     return results
-
 
 
 def resume_step(run_dir):

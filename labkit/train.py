@@ -93,9 +93,13 @@ class TrainConfig:
     @property
     def name(self):
         """A short folder name that tells runs of a sweep apart."""
+        return f"{self.architecture}_seed{self.seed}"
+
+    @property
+    def architecture(self):
+        """The model and its sizes, e.g. dcgan_z16_g16_d16."""
         model = "mlp" if self.use_mlp else "dcgan"
-        return (f"{model}_z{self.latent_dim}_g{self.generator_hidden_dim}"
-                f"_d{self.discriminator_hidden_dim}_seed{self.seed}")
+        return f"{model}_z{self.latent_dim}_g{self.generator_hidden_dim}_d{self.discriminator_hidden_dim}"
 
     @classmethod
     def from_dict(cls, values):
