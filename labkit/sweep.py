@@ -98,11 +98,12 @@ def stack_seeds(config):
     """Whether the seeds of `config` should train together (bench/seeds_together.py).
 
     On a GPU one small GAN leaves most of the device idle, so N seeds stacked
-    cost little more than one. On a 2-core CPU the work is the same either
-    way and stacking only saves per-layer overhead: 5 seeds together measured
-    1.2x faster than one after another at hidden size 16 and 1.1x at 32, but
-    0.8x at 64 (grouped convolutions' backward is slower there) and 1.0x for
-    the MLP GAN.
+    should cost little more than one. On a 2-core CPU the work is the same
+    either way and stacking only saves per-layer overhead: 5 seeds together
+    measured 1.26-1.49x faster than one after another at hidden size 16 and
+    1.03-1.08x at 32, but 0.85-0.92x at 64 (grouped convolutions' backward is
+    slower there) and 0.96-1.15x for the MLP GAN, so there the sweep stacks
+    only DCGANs up to hidden size 32.
     """
     if not can_train_together(config):
         return False

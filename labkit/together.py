@@ -25,8 +25,8 @@ Why grouped layers and not torch.func (stack_module_state + vmap over
 functional_call), which computes the same thing: under vmap the convolutions
 become grouped convolutions too, but the tensors between layers are strided
 in ways that fall off PyTorch's fast CPU paths. On a 2-core CPU, 5 seeds
-stacked with vmap took 0.96x (hidden 16) and 0.83x (hidden 64) the speed of
-5 separate runs; as grouped layers in channels_last, 1.2x and 0.8x
+stacked with vmap ran at 0.96x (hidden 16) and 0.83x (hidden 64) the speed of
+5 separate runs; as grouped layers in channels_last, at 1.26x and 0.92x
 (bench/seeds_together.py).
 
 Not stacked: `d_pause_ratio` (each seed would decide on its own whether D
