@@ -149,9 +149,10 @@ def run_together(configs, run_dirs, fid_count, backbone):
     share = (time.time() - started) / len(configs)
     rows = []
     for config, run_dir, result in zip(configs, run_dirs, results):
+        if isinstance(result, Exception):  # this seed diverged
+            rows.append(failed(config, run_dir, result))
+            continue
         try:
-            if isinstance(result, Exception):
-                raise result
             rows.append(measure(result, fid_count, backbone, share))
         except Exception as err:
             rows.append(failed(config, run_dir, err))
@@ -200,9 +201,10 @@ def sweep(latent_dims, hidden_dims, seeds, out_dir="runs/sweep", base=None, fid_
                 pending.append(config)
         stack = len(pending) > 1 and (together if together is not None else stack_seeds(pending[0]))
         # Only runs at the same step can share a stack (new ones, or ones stopped together).
-        batches = [list(b) for _, b in itertools.groupby(
-            sorted(pending, key=lambda c: resume_step(out_dir / c.name)),
-            key=lambda c: resume_step(out_dir / c.name))] if stack else [[c] for c in pending]
+        by_step = {}
+        for config in pending:
+            by_step.setdefault(resume_step(out_dir / config.name), []).append(config)
+        batches = list(by_step.values()) if stack else [[c] for c in pending]
         for batch in batches:
             names = batch[0].name if len(batch) == 1 else \
                 f"{batch[0].architecture}, seeds {', '.join(str(c.seed) for c in batch)} together"

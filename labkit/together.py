@@ -53,8 +53,10 @@ from .train import (
     bce,
     build_models,
     check_finite,
+    descend,
     describe_device,
     fixed_noise,
+    generator_step,
     open_run,
     prepare_run_folder,
 )
@@ -278,19 +280,11 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
                 out_fake = D(fake.detach())
                 loss_d = bce(out_real, ones) + bce(out_fake, zeros)
                 if (step - 1) % config.d_every == 0:
-                    opt_d.zero_grad(set_to_none=True)
-                    loss_d.sum().backward()
-                    opt_d.step()
+                    descend(opt_d, loss_d)
                     d_updates += 1
 
-                # (2) Generators, through frozen discriminators (as in `train`).
-                D.requires_grad_(False)
-                out_fake_after = D(fake)
-                loss_g = bce(out_fake_after, ones)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.sum().backward()
-                opt_g.step()
-                D.requires_grad_(True)
+                # (2) Generators, as in `train`.
+                loss_g, out_fake_after = generator_step(opt_g, D, fake, ones)
 
                 finite_flags.append(torch.isfinite(loss_d) & torch.isfinite(loss_g))
                 bar.update(1)
@@ -357,7 +351,7 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
             discriminator.load_state_dict(D.model_state_dict(i))
             generator.to(device).eval(), discriminator.to(device).eval()
             results[i] = Run(run_dirs[i], configs[i], histories[i], generator, discriminator,
-                             config.num_training_steps if start_step < config.num_training_steps else start_step)
+                             max(start_step, config.num_training_steps))
     return results
 
 

@@ -159,6 +159,27 @@ def bce(prob, target):
     return -(target * log_p + (1 - target) * log_not_p).mean(dim=-1)
 
 
+def descend(optimizer, loss):
+    """One optimizer step down `loss` (summed first: stacked models have one loss each)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    optimizer.step()
+
+
+def generator_step(generator_optimizer, discriminator, fake, ones):
+    """Update G so that D calls its fakes real; return (loss_g, D's outputs on the fakes).
+
+    G's gradient flows through D, but D's own weight gradients are not needed,
+    so D's weights are left out of the graph (about 8% of a step saved).
+    """
+    discriminator.requires_grad_(False)
+    out_fake = discriminator(fake)
+    discriminator.requires_grad_(True)  # the graph is already recorded without D's weights
+    loss_g = bce(out_fake, ones)
+    descend(generator_optimizer, loss_g)
+    return loss_g, out_fake
+
+
 def fixed_noise(latent_dim, count=64, device="cpu"):
     """The noise behind every run's sample grids: the same for every seed."""
     return torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
@@ -388,21 +409,11 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
                 # This option needs the losses on the host, so it costs one sync per step.
                 update_d = loss_d.item() / max(prev_loss_g, 1e-12) >= config.d_pause_ratio
             if update_d:
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
+                descend(opt_d, loss_d)
                 d_updates += 1
 
-            # (2) Generator: make D call the same fakes real. G's gradient flows
-            # through D, but D's own weight gradients are not needed here, so D is
-            # frozen for this backward pass (about 8% of a step saved).
-            discriminator.requires_grad_(False)
-            out_fake_after = discriminator(fake)
-            loss_g = bce(out_fake_after, ones)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            discriminator.requires_grad_(True)
+            # (2) Generator: make D call the same fakes real.
+            loss_g, out_fake_after = generator_step(opt_g, discriminator, fake, ones)
             if config.d_pause_ratio > 0:
                 prev_loss_g = loss_g.item()
 

@@ -9,6 +9,7 @@ in double precision on the same MNIST.
 """
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -98,10 +99,8 @@ def test_together_runs_resume_together_or_alone(tmp_path, float64):
     with pytest.raises(KeyboardInterrupt):
         train_together(CONFIG, seeds, dirs, progress=False, on_log=stop_at_15)
     assert all(latest_checkpoint(d).name == "step-000010.pt" for d in dirs)
-    # Seed 1 resumes together with seed 2; seed 2's folder is then resumed again by `train` alone
-    # from an earlier copy, so both paths through the checkpoint format are checked.
-    import shutil
-
+    # Both seeds resume together; a copy of seed 2's folder resumes with `train` alone, so the
+    # checkpoint format is checked both ways.
     shutil.copytree(dirs[1], tmp_path / "alone")
     resumed = train_together(CONFIG, seeds, dirs, progress=False)
     alone = train(CONFIG, tmp_path / "alone", progress=False, seed=2)
