@@ -1,50 +1,104 @@
-"""Atomic checkpoint files, and clear errors when one cannot be read.
+"""Checkpoints: one schema for every trainer, written atomically, read with clear errors.
+
+Every labkit checkpoint (GAN, stacked GANs, VAE, digit classifier) is a dict
+made by `make_checkpoint`:
+
+    kind        "gan", "vae" or "digit-classifier": what wrote it
+    schema      SCHEMA, so that a later labkit can tell old files apart
+    step        training steps done
+    config      the run's settings (dataclasses.asdict of its config)
+    models      {name: state_dict}, e.g. {"generator": ..., "discriminator": ...}
+    optimizers  {name: optimizer state_dict}, the same names
+    rng         {name: RNG state tensor}: what resuming needs to draw the same numbers
+    counters    {name: number or None}: anything else the loop carries (e.g. d_updates)
 
 A checkpoint is written to a temporary file beside its final name and then
 renamed over it. A rename within one folder is atomic, so a run killed in the
 middle of saving leaves the previous checkpoint intact, never half a file.
+Each run keeps its two newest checkpoints: if the newest is damaged anyway
+(a disk that lied about a flush, a copy cut short), `load_latest` says so and
+falls back to the one before.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import torch
+
+SCHEMA = 2
+KEEP = 2  # checkpoints kept per run: the newest, and one to fall back to
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not labkit's."""
 
 
+def make_checkpoint(kind, step, config, models, optimizers=None, rng=None, counters=None):
+    """The one checkpoint layout (see the module docstring)."""
+    from dataclasses import asdict, is_dataclass
+
+    return {
+        "kind": kind,
+        "schema": SCHEMA,
+        "step": int(step),
+        "config": asdict(config) if is_dataclass(config) else dict(config),
+        "models": {name: model.state_dict() if hasattr(model, "state_dict") else model
+                   for name, model in models.items()},
+        "optimizers": {name: opt.state_dict() if hasattr(opt, "state_dict") else opt
+                       for name, opt in (optimizers or {}).items()},
+        "rng": dict(rng or {}),
+        "counters": dict(counters or {}),
+    }
+
+
 def save_atomic(state, path):
+    """torch.save `state` to `path` so that `path` is always either the old file or the new one.
+
+    The temporary file is removed if anything goes wrong (a full disk, Ctrl-C).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def checkpoint_path(run_dir, step):
     return Path(run_dir) / "checkpoints" / f"step-{step:06d}.pt"
 
 
+def checkpoints(run_dir):
+    """A run's checkpoint files, oldest first."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+
+
 def latest_checkpoint(run_dir):
     """The newest checkpoint file of a run, or None if it has none yet."""
-    files = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+    files = checkpoints(run_dir)
     return files[-1] if files else None
 
 
-def remove_older_checkpoints(run_dir, keep):
-    """Delete all but `keep`: only the newest is needed to resume or evaluate."""
-    for path in (Path(run_dir) / "checkpoints").glob("step-*.pt"):
-        if path != Path(keep):
-            path.unlink()
+def checkpoint_step(path):
+    """The step in a checkpoint's file name (step-001000.pt -> 1000)."""
+    return int(Path(path).stem.split("-")[1])
+
+
+def remove_older_checkpoints(run_dir, keep=KEEP):
+    """Delete all but the `keep` newest checkpoints of a run."""
+    for path in checkpoints(run_dir)[:-keep]:
+        path.unlink(missing_ok=True)
 
 
 def load_checkpoint(path, kind, map_location="cpu"):
-    """Read a checkpoint written by labkit, checking that it is of `kind`."""
+    """Read a checkpoint written by labkit, checking that it is of `kind` and of this schema."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -53,9 +107,37 @@ def load_checkpoint(path, kind, map_location="cpu"):
     except Exception as err:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(err).__name__}); it is probably "
-            f"truncated or corrupt. Delete it to restart the run from scratch."
+            f"truncated or corrupt. Delete it to restart the run from the checkpoint before it, or from scratch."
         ) from None
     if not isinstance(state, dict) or state.get("kind") != kind:
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a labkit {kind} checkpoint (found {found!r})")
+    if state.get("schema") != SCHEMA:
+        raise CheckpointError(f"{path} was written by another version of labkit (checkpoint schema "
+                              f"{state.get('schema', 1)}, this labkit reads {SCHEMA}); train the run again")
     return state
+
+
+def load_latest(run_dir, kind, map_location="cpu", warn=None):
+    """The newest readable checkpoint of a run, or None if it has none.
+
+    If the newest file is damaged, the one before is used and `warn` (default:
+    print to stderr) is told which file was skipped. Only if no checkpoint can
+    be read does the error of the newest one reach the caller.
+    """
+    files = checkpoints(run_dir)
+    first_error = None
+    for path in reversed(files):
+        try:
+            state = load_checkpoint(path, kind, map_location)
+        except CheckpointError as err:
+            first_error = first_error or err
+            continue
+        if first_error is not None:
+            message = (f"labkit: warning: {first_error} Using the checkpoint before it, {path.name} "
+                       f"(step {state['step']}).")
+            (warn or (lambda text: print(text, file=sys.stderr)))(message)
+        return state
+    if first_error is not None:
+        raise first_error
+    return None

@@ -1,26 +1,40 @@
 """The `labkit` command: train, sample and measure from the shell.
 
-    labkit train                       # the course default into runs/
+    labkit train                       # the course default, into the runs root
     labkit train --latent_dim 100 --generator_hidden_dim 64 --seed 2023
-    labkit sample --run runs/dcgan_z16_g16_d16_seed2022
-    labkit fid --run runs/dcgan_z16_g16_d16_seed2022
+    labkit sample --run runs/dcgan_z16_g16_d16_steps5000_seed2022
+    labkit fid --run runs/dcgan_z16_g16_d16_steps5000_seed2022
 
 The training flags keep the course's spelling (`--latent_dim`,
 `--num_training_steps`, ...), so the course's commands work as they were.
-Bad input ends with one line on stderr and exit status 2; nothing is
-overwritten.
+Runs go to the runs root the notebooks use (labkit/runs.py: LABKIT_RUNS, else
+runs/ in the lab folder), named by their settings.
+
+Bad input ends with one line on stderr, `labkit: error: ...`, and exit status
+2, before anything is written; a run that diverges ends with exit status 1,
+Ctrl-C with 130. Nothing a user had is overwritten.
+
+Only the standard library is imported at the top of this module, so that
+Ctrl-C during the slow imports (torch) is also answered with one line.
 """
 
 import argparse
+import errno
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from .checkpoints import CheckpointError
-from .data import DatasetNotFoundError
-from .metrics import WeightsNotFoundError
-
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+MAX_SAMPLES = 10_000  # images in one sample grid
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other labkit error."""
+
+    def error(self, message):
+        print(f"labkit: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _add_train_flags(parser):
@@ -30,7 +44,7 @@ def _add_train_flags(parser):
     course = parser.add_argument_group("the course's flags")
     meaning = dict(latent_dim="size of the noise z", generator_hidden_dim="width h of G (channels 4h, 2h, h)",
                    discriminator_hidden_dim="width h of D (channels h, 2h, 4h)", batch_size="images per step",
-                   num_training_steps="steps in all (a rerun with more continues the run)",
+                   num_training_steps="steps in all (part of the run's name; `labkit extend` trains a run on)",
                    logging_steps="log to history.csv and TensorBoard every so many steps",
                    saving_steps="checkpoint and sample grid every so many steps")
     for name, text in meaning.items():
@@ -44,29 +58,34 @@ def _add_train_flags(parser):
     more = parser.add_argument_group("labkit's additions")
     more.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     more.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if present)")
-    more.add_argument("--out", type=Path, default=None,
-                      help="run folder (default: runs/<model>_z<latent>_g<hidden>_d<hidden>_seed<seed>); "
-                           "rerunning with the same folder resumes it")
     more.add_argument("--quiet", action="store_true", help="no progress bar")
-    rebalance = parser.add_argument_group("rebalancing D and G (LAB-SPEC 3)")
+    rebalance = parser.add_argument_group("rebalancing D and G")
     rebalance.add_argument("--d_every", type=int, default=1, help="update D only on every k-th step")
     rebalance.add_argument("--d_pause_ratio", type=float, default=0.0,
                            help="skip D's update while loss_D / loss_G < this (e.g. 0.8; 0 = off)")
     rebalance.add_argument("--generator_learning_rate", type=float, default=None)
     rebalance.add_argument("--discriminator_learning_rate", type=float, default=None)
-    ablation = parser.add_argument_group("ablations (LAB-SPEC 6, 7)")
+    ablation = parser.add_argument_group("ablations")
     ablation.add_argument("--discriminator_activation", choices=["leaky_relu", "relu"], default="leaky_relu")
     ablation.add_argument("--no_batch_norm", action="store_true", help="remove BatchNorm from the DCGAN")
     ablation.add_argument("--mlp_discriminator_batch_norm", action="store_true",
                           help="BatchNorm in the MLP discriminator (the students' failure)")
 
 
+def _device(args):
+    return "cpu" if getattr(args, "no_cuda", False) else (args.device or "auto")
+
+
 def _train_config(args):
+    from dataclasses import fields
+
+    from .runs import resolve_device
     from .train import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["batch_norm"] = not args.no_batch_norm
-    values["device"] = "cpu" if args.no_cuda else (args.device or "auto")
+    values["device"] = _device(args)
+    resolve_device(values["device"])  # a bad --device is bad input: say so before anything else
     return TrainConfig(**values)
 
 
@@ -76,29 +95,56 @@ def cmd_train(args):
     train(_train_config(args), args.out, progress=not args.quiet)
 
 
+def cmd_extend(args):
+    from .train import extend
+
+    extend(args.run, args.num_training_steps, progress=not args.quiet)
+
+
+def _png_path(path):
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"--out must be an image file ending in .png or .jpg, got {path}")
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name such as {path / 'samples.png'}")
+    from .runs import check_writable
+
+    check_writable(path.parent)
+    return path
+
+
 def cmd_sample(args):
     from torchvision.utils import save_image
 
     from .data import to_unit_range
     from .models import sample_images
+    from .runs import check_writable
     from .train import load_run
 
+    if not 1 <= args.count <= MAX_SAMPLES:
+        raise ValueError(f"--count must be from 1 to {MAX_SAMPLES:,} images, got {args.count}")
+    if args.nrow < 1:
+        raise ValueError(f"--nrow must be at least 1 (images per row), got {args.nrow}")
+    out = _png_path(args.out) if args.out else None
     run = load_run(args.run)
-    if args.count < 1:
-        raise ValueError(f"--count must be at least 1, got {args.count}")
-    out = args.out or run.path / "samples" / f"sample-step-{run.step:06d}-seed{args.seed}.png"
+    out = out or run.path / "samples" / f"sample-step-{run.step:06d}-seed{args.seed}.png"
+    check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_unit_range(sample_images(run.generator, args.count, seed=args.seed)), out,
-               nrow=args.nrow)
+    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
+    try:
+        save_image(to_unit_range(sample_images(run.generator, args.count, seed=args.seed)), tmp, nrow=args.nrow)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(out)
 
 
 def cmd_fid(args):
     from .metrics import generator_fid
-    from .train import load_run, resolve_device
+    from .runs import resolve_device
+    from .train import load_run
 
-    if args.count < 2:
-        raise ValueError(f"--count must be at least 2, got {args.count}")
+    if not 2 <= args.count <= 60_000:
+        raise ValueError(f"--count must be from 2 to 60,000 images, got {args.count}")
     device = resolve_device("cpu" if args.no_cuda else "auto")
     run = load_run(args.run, device=device)
     result = generator_fid(run.generator, args.count, args.backbone, progress=not args.quiet)
@@ -107,18 +153,25 @@ def cmd_fid(args):
 
 def cmd_train_classifier(args):
     from .classifier import ASSET, train_classifier
-    from .train import resolve_device
+    from .runs import check_writable, resolve_device
 
-    train_classifier(epochs=args.epochs, seed=args.seed, device=resolve_device(args.device),
-                     out=args.out or ASSET)
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
+    out = args.out or ASSET
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'digit_classifier.pt'}")
+    check_writable(out.parent)
+    train_classifier(epochs=args.epochs, seed=args.seed, device=resolve_device(args.device), out=out)
 
 
 def cmd_train_vae(args):
+    from .runs import resolve_device
     from .vae import VAEConfig, train_vae
 
     values = {f: getattr(args, f) for f in ("latent_dim", "batch_size", "num_training_steps", "learning_rate",
                                             "logging_steps", "saving_steps", "seed")}
-    values["device"] = "cpu" if args.no_cuda else (args.device or "auto")
+    values["device"] = _device(args)
+    resolve_device(values["device"])
     train_vae(VAEConfig(**values), args.out, progress=not args.quiet)
 
 
@@ -126,9 +179,10 @@ def cmd_sweep(args):
     from .sweep import format_table, parse_shard, sweep
 
     base = _train_config(args)
-    runs, summary = sweep(args.latent_dims, args.hidden_dims, args.seeds, args.out or Path("runs/sweep"), base,
+    runs, summary = sweep(args.latent_dims, args.hidden_dims, args.seeds, None, base,
                           fid_count=args.fid_count, backbone=args.backbone, shard=parse_shard(args.shard),
-                          together={"auto": None, "yes": True, "no": False}[args.together], progress=not args.quiet)
+                          together={"auto": None, "yes": True, "no": False}[args.together],
+                          progress=not args.quiet, out_dir=args.out)
     failed = [r for r in runs if r["status"] != "done"]
     backbone = "Inception FID" if args.backbone == "inception" else "MNIST-FID"
     print(f"{backbone}, {args.fid_count} vs {args.fid_count} images: mean ± std (best)")
@@ -137,17 +191,33 @@ def cmd_sweep(args):
         print(f"{len(failed)} run(s) failed; see runs.csv. Rerun the same command to retry them.")
 
 
+def cmd_assignment(args):
+    from . import assignment
+
+    if args.action == "release":
+        return assignment.release(args.out, source=args.source, force=args.force)
+    return assignment.grade(args.submission, args.out, source=args.source, timeout=args.timeout)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="labkit", description="A GAN course lab on MNIST.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="labkit", description="A GAN course lab on MNIST.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = commands.add_parser("train", help="train (or resume) a GAN run")
     _add_train_flags(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: <runs root>/<name from the settings>); rerunning resumes it")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("extend", help="train a finished run on to more steps, as a new run")
+    p.add_argument("--run", type=Path, required=True, help="the run folder to continue")
+    p.add_argument("--num_training_steps", type=int, required=True, help="the new run's steps in all")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_extend)
 
     p = commands.add_parser("sample", help="write a grid of samples from a run's newest checkpoint")
     p.add_argument("--run", type=Path, required=True, help="the run folder")
-    p.add_argument("--count", type=int, default=64)
+    p.add_argument("--count", type=int, default=64, help=f"images, 1 to {MAX_SAMPLES:,} (default: %(default)s)")
     p.add_argument("--nrow", type=int, default=8, help="images per row")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: in the run's samples/)")
@@ -173,10 +243,12 @@ def build_parser():
     p.add_argument("--together", choices=["auto", "yes", "no"], default="auto",
                    help="train the seeds of a configuration together as one stacked model; auto: where that "
                         "is faster (on a GPU; on a CPU for DCGANs up to hidden size 32)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for runs.csv and summary.csv (default: <runs root>/sweeps/<sweep name>)")
     _add_train_flags(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = commands.add_parser("train-vae", help="train (or resume) a VAE run (LAB-SPEC 8)")
+    p = commands.add_parser("train-vae", help="train (or resume) a VAE run")
     from .vae import VAEConfig
 
     vae_defaults = VAEConfig()
@@ -185,7 +257,7 @@ def build_parser():
     p.add_argument("--learning_rate", type=float, default=vae_defaults.learning_rate)
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--device", default=None)
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/vae_z<latent>_seed<seed>)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: <runs root>/<name>)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_vae)
 
@@ -195,26 +267,64 @@ def build_parser():
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="default: labkit/assets/digit_classifier.pt")
     p.set_defaults(func=cmd_train_classifier)
+
+    p = commands.add_parser("assignment", help="the student version of the lab, and grading it (instructors)")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    r = actions.add_parser("release", help="write the student notebooks: solutions and hidden checks removed")
+    r.add_argument("--out", type=Path, required=True, help="folder to write DIR/notebooks/NN_*.ipynb into")
+    r.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
+    r.add_argument("--force", action="store_true", help="replace the notebooks of an earlier release in --out")
+    r.set_defaults(func=cmd_assignment)
+    g = actions.add_parser("grade", help="grade a folder of submitted notebooks into REPORT_DIR/grades.csv")
+    g.add_argument("submission", type=Path, help="folder with the submitted NN_*.ipynb (or notebooks/NN_*.ipynb)")
+    g.add_argument("--out", type=Path, required=True, help="report folder (grades.csv, grading logs)")
+    g.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
+    g.add_argument("--timeout", type=int, default=None,
+                   help="seconds an exercise's cell may run (default: by profile; 120 in smoke)")
+    g.set_defaults(func=cmd_assignment)
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from .train import TrainingDiverged
+def describe_os_error(err):
+    """One line for an error of the operating system (a full disk, a read-only folder)."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno == errno.ENOSPC:
+        return (f"the disk is full{where}; free some space, then run the same command again "
+                f"(a training run resumes from its last checkpoint)")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: {err.strerror.lower()}; choose a folder you can write to"
+    return f"{err.strerror or err}{where}"
 
+
+def main(argv=None):
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, WeightsNotFoundError) as err:
-        print(f"labkit: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except TrainingDiverged as err:
-        print(f"labkit: {err}", file=sys.stderr)
-        return 1
+        from .checkpoints import CheckpointError
+        from .data import DatasetNotFoundError
+        from .metrics import WeightsNotFoundError
+        from .runs import RunInUseError, TrainingDiverged
+
+        args = build_parser().parse_args(argv)
+        try:
+            status = args.func(args)
+        except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, WeightsNotFoundError,
+                RunInUseError, PermissionError) as err:
+            text = describe_os_error(err) if isinstance(err, PermissionError) and err.errno else str(err)
+            print(f"labkit: error: {text}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except TrainingDiverged as err:
+            print(f"labkit: {err}", file=sys.stderr)
+            return EXIT_DIVERGED
+        except OSError as err:
+            print(f"labkit: error: {describe_os_error(err)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except MemoryError:
+            print("labkit: error: out of memory; try a smaller size or batch", file=sys.stderr)
+            return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("labkit: interrupted; run the same command again to resume from the last checkpoint",
               file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -1,24 +1,34 @@
-"""Settings for the lab notebooks, chosen by one environment variable.
+"""What the lab notebooks share: the profile (how big the lab is), and load-or-train.
 
-    LABKIT_PROFILE=default   the real lab: the course's 5000 steps, 3000-image
-                             Inception FID, 5 seeds. Meant for a GPU kernel.
-    LABKIT_PROFILE=cpu       smaller settings that still teach on a laptop CPU:
-                             fewer steps, seeds and sizes, FID on fewer images.
-    LABKIT_PROFILE=smoke     tiny, for CI: every notebook runs in a minute or
-                             two. The numbers mean nothing.
+Three profiles scale the lab:
 
-Notebooks call `lab.run(config)` for every model they need: it trains the run
-into runs/<profile>/<name>, or loads it if an earlier notebook already did,
-so a student never trains the same model twice. Profiles keep their own run
-folders, so a smoke run is never mistaken for a real one.
+    default   the real lab: the course's settings, Inception FID on 3000 vs
+              3000 images, 5 seeds, the full latent x hidden grid. For a GPU.
+    cpu       a laptop CPU: the course's 5000 steps per GAN run, but fewer
+              sizes and seeds, and MNIST-FID (seconds on a CPU) instead of
+              Inception FID (minutes).
+    smoke     tiny, for CI and grading: every notebook runs in a minute or
+              two. The numbers mean nothing.
+
+Which one is active: the last `lab.use(name)` in this kernel; else the
+environment variable LABKIT_PROFILE; else `default` on a machine with a CUDA
+GPU and `cpu` without one. `lab.banner()` (each notebook's first cell) says
+which, and why.
+
+`lab.run(config)` returns a run trained with exactly `config`: it loads the
+run if any notebook (or `labkit train`) trained it before, and trains it
+otherwise, saying which it did. The run's folder name holds its settings
+(labkit/runs.py), so a widget that trains other settings makes a new run and
+never changes what another notebook loads.
 """
 
 import os
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
+
+from .runs import runs_root
 
 
 @dataclass(frozen=True)
@@ -27,46 +37,87 @@ class Profile:
     steps: int  # GAN training steps per run
     saving_steps: int
     seeds: tuple  # seeds per configuration, where the course used several
-    sizes: tuple  # latent and hidden sizes of the sweep
-    curve_sizes: tuple  # latent and hidden sizes of the curves notebook ({16, 100} in the course)
-    fid_count: int  # real and generated images per Inception FID
+    latent_sizes: tuple  # latent sizes of the sweep and the curves
+    hidden_sizes: tuple  # hidden sizes of the sweep and the curves
+    curve_latents: tuple  # the curves notebook's grid ({16, 100} x {16, 100} in the course)
+    curve_hiddens: tuple
+    fid_backbone: str  # "inception" (the course's FID) or "mnist" (MNIST-FID, fast on a CPU)
+    fid_count: int  # real and generated images per FID
     count_samples: int  # samples whose digits are counted
     vae_steps: int
     vae_latents: tuple
+    vae_logging_steps: int = 100
     interpolation_pairs: int = 10
     interpolation_steps: int = 20
     confident: float = 0.9  # classifier confidence for picking interpolation endpoints by digit
+    why: str = ""
+
+    @property
+    def fid_label(self):
+        name = "Inception FID" if self.fid_backbone == "inception" else "MNIST-FID"
+        return f"{name} on {self.fid_count} vs {self.fid_count} images"
 
     def describe(self):
         return (f"profile '{self.name}': {self.steps} steps per GAN run, seeds {list(self.seeds)}, "
-                f"Inception FID on {self.fid_count} vs {self.fid_count} images")
+                f"{self.fid_label}")
 
 
 PROFILES = {
     "default": Profile("default", steps=5000, saving_steps=1000, seeds=(2022, 2023, 2024, 2025, 2026),
-                       sizes=(16, 32, 64, 100), curve_sizes=(16, 100), fid_count=3000, count_samples=10000,
-                       vae_steps=25000, vae_latents=(3, 10, 100)),
-    "cpu": Profile("cpu", steps=1500, saving_steps=500, seeds=(2022, 2023, 2024),
-                   sizes=(16, 32), curve_sizes=(16, 32), fid_count=500, count_samples=10000,
-                   vae_steps=3000, vae_latents=(3, 10, 100)),
-    "smoke": Profile("smoke", steps=30, saving_steps=30, seeds=(2022, 2023),
-                     sizes=(16, 32), curve_sizes=(16, 32), fid_count=20, count_samples=300,
-                     vae_steps=30, vae_latents=(3, 10), interpolation_pairs=3, interpolation_steps=8,
-                     confident=0.0),
+                       latent_sizes=(16, 32, 64, 100), hidden_sizes=(16, 32, 64, 100),
+                       curve_latents=(16, 100), curve_hiddens=(16, 100), fid_backbone="inception",
+                       fid_count=3000, count_samples=10000, vae_steps=25000, vae_latents=(3, 10, 100),
+                       why="the course's settings, for a GPU"),
+    "cpu": Profile("cpu", steps=5000, saving_steps=1000, seeds=(2022, 2023, 2024),
+                   latent_sizes=(16, 100), hidden_sizes=(8, 16), curve_latents=(16, 100), curve_hiddens=(8, 16),
+                   fid_backbone="mnist", fid_count=10000, count_samples=10000, vae_steps=5000,
+                   vae_latents=(3, 10, 100), vae_logging_steps=250,
+                   why="the course's 5000 steps, fewer sizes and seeds, MNIST-FID: for a laptop CPU"),
+    "smoke": Profile("smoke", steps=30, saving_steps=30, seeds=(2022, 2023), latent_sizes=(16, 32),
+                     hidden_sizes=(8, 16), curve_latents=(16, 32), curve_hiddens=(8, 16), fid_backbone="inception",
+                     fid_count=20, count_samples=300, vae_steps=30, vae_latents=(3, 10), vae_logging_steps=10,
+                     interpolation_pairs=3, interpolation_steps=8, confident=0.0,
+                     why="a tiny check that every cell runs (CI, grading); the numbers mean nothing"),
 }
+
+_chosen = None  # set by use()
+
+
+def use(name):
+    """Switch this kernel to profile `name` ("default", "cpu" or "smoke"), without restarting."""
+    global _chosen
+    if name not in PROFILES:
+        raise ValueError(f"{name!r} is not a profile; use one of {', '.join(PROFILES)}")
+    _chosen = name
+    print(f"labkit: using the {describe_choice()}")
 
 
 def profile():
-    """The Profile named by LABKIT_PROFILE (default: "default")."""
-    name = os.environ.get("LABKIT_PROFILE", "default")
-    if name not in PROFILES:
-        raise ValueError(f"LABKIT_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    """The active Profile (see the module docstring for how it is chosen)."""
+    return PROFILES[_profile_name()[0]]
+
+
+def _profile_name():
+    if _chosen is not None:
+        return _chosen, "chosen with lab.use"
+    name = os.environ.get("LABKIT_PROFILE")
+    if name:
+        if name not in PROFILES:
+            raise ValueError(f"LABKIT_PROFILE={name!r} is not a profile; use one of {', '.join(PROFILES)}")
+        return name, "from LABKIT_PROFILE"
+    if torch.cuda.is_available():
+        return "default", "a GPU is present"
+    return "cpu", "no GPU was found"
+
+
+def describe_choice():
+    name, reason = _profile_name()
+    return f"{PROFILES[name].describe()} ({reason})"
 
 
 def runs_dir():
-    """runs/<profile>/ below LABKIT_RUNS (default: ./runs)."""
-    return Path(os.environ.get("LABKIT_RUNS", "runs")) / profile().name
+    """Where the lab's runs are: the runs root shared with the `labkit` command (labkit/runs.py)."""
+    return runs_root()
 
 
 def device():
@@ -74,70 +125,93 @@ def device():
 
 
 def config(**settings):
-    """A TrainConfig with the profile's steps, and `settings` on top."""
+    """A TrainConfig with the profile's steps, and `settings` on top (a misspelt name is an error)."""
     from .train import TrainConfig
 
     p = profile()
-    return replace(TrainConfig(num_training_steps=p.steps, saving_steps=p.saving_steps), **settings)
+    return TrainConfig(num_training_steps=p.steps, saving_steps=p.saving_steps).updated(**settings)
 
 
-def run(train_config=None, name=None, **settings):
-    """Train this configuration, or load it if it has been trained: a `train.Run`."""
+def run(train_config=None, *, code=None, **settings):
+    """The run trained with exactly this configuration: loaded if it exists, else trained (a `train.Run`).
+
+    train_config: a TrainConfig (default: `config(**settings)`).
+    code:         a labkit.code.GANCode with your own pieces (default: labkit's).
+    """
     from .train import train
 
-    train_config = train_config or config(**settings)
-    return train(train_config, runs_dir() / (name or train_config.name))
+    if train_config is not None and settings:
+        train_config = train_config.updated(**settings)
+    return train(train_config or config(**settings), code=code)
 
 
-def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone="inception", fid_count=None):
-    """The profile's latent x hidden x seeds sweep, in the lab's run folders
-    (so runs trained by other notebooks are reused); returns (runs, summary)."""
+def extend(run_, steps, *, code=None):
+    """Train a finished run on to `steps` steps, as a new run (the original stays as it is)."""
+    from .train import extend as extend_run
+
+    return extend_run(run_, steps, code=code)
+
+
+def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_count=None):
+    """The profile's latent x hidden x seeds sweep over the lab's runs (so runs trained by other
+    notebooks are reused); returns (runs, summary)."""
     from . import sweep as sweeps
 
     p = profile()
-    return sweeps.sweep(latent_dims or p.sizes, hidden_dims or p.sizes, seeds or p.seeds, runs_dir(), config(),
-                        fid_count=fid_count or p.fid_count, backbone=backbone)
+    return sweeps.sweep(latent_dims or p.latent_sizes, hidden_dims or p.hidden_sizes, list(seeds or p.seeds),
+                        runs_dir(), config(), fid_count=fid_count or p.fid_count,
+                        backbone=backbone or p.fid_backbone)
 
 
-def vae(latent_dim, seed=2022):
-    """Train this VAE with the profile's steps, or load it: a `vae.VAERun`."""
+def vae(latent_dim, seed=2022, *, code=None):
+    """The VAE with this latent size and the profile's steps: loaded, or trained (a `vae.VAERun`)."""
     from .vae import VAEConfig, train_vae
 
-    vae_config = VAEConfig(latent_dim=latent_dim, num_training_steps=profile().vae_steps, seed=seed,
-                           saving_steps=max(profile().vae_steps // 5, 1),
-                           logging_steps=min(100, profile().vae_steps // 3 or 1))
-    return train_vae(vae_config, runs_dir() / vae_config.name)
+    p = profile()
+    vae_config = VAEConfig(latent_dim=latent_dim, num_training_steps=p.vae_steps, seed=seed,
+                           saving_steps=max(p.vae_steps // 5, 1), logging_steps=p.vae_logging_steps)
+    return train_vae(vae_config, code=code)
+
+
+def fid(generator):
+    """The profile's FID of a generator (Inception or MNIST-FID, with its counts in the label), with progress."""
+    from .metrics import generator_fid
+
+    p = profile()
+    return generator_fid(generator, p.fid_count, p.fid_backbone, progress=True)
 
 
 def seconds_per_step(hidden_dim=16, steps=5):
     """A quick measurement of one training step here (used to warn CPU users)."""
     from .models import DCGANDiscriminator, DCGANGenerator
-    from .train import bce
+    from .step import discriminator_loss
 
     dev = device()
-    G, D = DCGANGenerator(16, hidden_dim).to(dev), DCGANDiscriminator(hidden_dim).to(dev)
-    opt = torch.optim.Adam(list(G.parameters()) + list(D.parameters()))
-    real, ones = torch.zeros(64, 1, 32, 32, device=dev), torch.ones(64, device=dev)
-    for i in range(steps + 1):
-        if i == 1:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        loss = bce(D(real), ones) + bce(D(G(torch.randn(64, 16, device=dev))), ones)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    with torch.random.fork_rng(devices=[]):
+        G, D = DCGANGenerator(16, hidden_dim).to(dev), DCGANDiscriminator(hidden_dim).to(dev)
+        opt = torch.optim.Adam(list(G.parameters()) + list(D.parameters()))
+        real = torch.zeros(64, 1, 32, 32, device=dev)
+        for i in range(steps + 1):
+            if i == 1:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            loss = discriminator_loss(D.logits(real), D.logits(G(torch.randn(64, 16, device=dev))))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
 def banner():
     """Print the profile and device; on a CPU with the default profile, say what it costs."""
     p, dev = profile(), device()
-    print(f"labkit lab, {p.describe()}; device: {dev}")
+    print(f"labkit lab, {describe_choice()}; device: {dev}; runs in {runs_dir().resolve()}")
     if dev.type == "cpu" and p.name == "default":
         minutes = seconds_per_step(16) * p.steps / 60
         print(f"No GPU: one default run (5000 steps, hidden 16) takes about {minutes:.0f} min here, more at "
-              f"larger hidden sizes. For smaller settings that still teach, restart the kernel with "
-              f"LABKIT_PROFILE=cpu (e.g. `LABKIT_PROFILE=cpu jupyter lab`).")
+              f"larger hidden sizes. For settings that still teach on a CPU, run lab.use(\"cpu\") in a cell.")
+    elif p.name != "default":
+        print('For the full lab on a GPU: lab.use("default").')

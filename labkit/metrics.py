@@ -18,6 +18,7 @@ number pytorch-fid gives for the same images, computed 7-9x faster.
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def load_digit_classifier(device="cpu", path=None):
     if key not in _models:
         state = load_checkpoint(path or ASSET, CHECKPOINT_KIND)
         model = DigitClassifier()
-        model.load_state_dict(state["state_dict"])
-        model.test_accuracy = state["test_accuracy"]
+        model.load_state_dict(state["models"]["classifier"])
+        model.test_accuracy = state["counters"]["test_accuracy"]
         _models[key] = model.eval().to(device)
     return _models[key]
 
@@ -233,13 +234,23 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
         key += "-" + hashlib.sha1(ASSET.read_bytes()).hexdigest()[:8]
     path = cache_dir() / "fid_stats" / f"{key}.npz"
     if path.exists():
-        with np.load(path) as cached:
-            return cached["mu"], cached["sigma"]
+        try:
+            with np.load(path) as cached:
+                return cached["mu"], cached["sigma"]
+        except Exception:  # a damaged cache file (cut short, or not ours): compute the statistics again
+            pass
     mu, sigma = statistics(features(real_images(count, split, seed, device), backbone, progress=progress))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, mu=mu, sigma=sigma)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only or full cache costs time next call, never the result
+        print(f"labkit: warning: could not cache real-image statistics in {cache_dir()} "
+              f"({err.strerror or err}); they will be computed again next time. Set LABKIT_CACHE to a "
+              f"folder you can write to.", file=sys.stderr)
+    finally:
+        tmp.unlink(missing_ok=True)
     return mu, sigma
 
 

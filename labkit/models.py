@@ -2,7 +2,9 @@
 
 Images are (N, 1, 32, 32) in [-1, 1]; latent codes are (N, latent_dim), and
 the generators accept (N, latent_dim, 1, 1) too, the shape the course used.
-Discriminators end in a Sigmoid and return one probability per image, (N,).
+Discriminators end in a Sigmoid and return one probability per image, (N,);
+`logits(images)` gives the scores before that Sigmoid, from which the
+training losses are computed (labkit/step.py says why).
 
 Weight initialisation (`init_weights`) follows the DCGAN paper (Radford et
 al., 2016) as pytorch/examples/dcgan does: conv weights ~ N(0, 0.02),
@@ -12,6 +14,8 @@ discriminator separates real from fake within a few dozen steps and the
 generator's gradients vanish early. Linear layers (the MLP GAN) keep
 PyTorch's default initialisation, which trains that model well.
 """
+
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -86,6 +90,10 @@ class DCGANDiscriminator(nn.Module):
         )
         self.apply(init_weights)
 
+    def logits(self, images):
+        """D's scores before the final Sigmoid, (N,): probability = sigmoid(score)."""
+        return self.net[:-1](images).view(-1)
+
     def forward(self, images):
         return self.net(images).view(-1)
 
@@ -125,6 +133,10 @@ class MLPDiscriminator(nn.Module):
             width = out
         self.net = nn.Sequential(*layers, nn.Linear(width, 1), nn.Sigmoid())
 
+    def logits(self, images):
+        """D's scores before the final Sigmoid, (N,): probability = sigmoid(score)."""
+        return self.net[:-1](images.reshape(images.size(0), IMAGE_PIXELS)).view(-1)
+
     def forward(self, images):
         return self.net(images.reshape(images.size(0), IMAGE_PIXELS)).view(-1)
 
@@ -134,23 +146,34 @@ def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+@contextmanager
+def evaluating(model):
+    """Inside the block `model` is in eval mode; afterwards every submodule has its own mode back."""
+    modes = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in zip(model.modules(), modes):
+            m.training = mode
+
+
 @torch.no_grad()
 def sample_images(generator, count, seed=0, batch_size=500):
     """`count` images (count, 1, 32, 32) in [-1, 1] from `generator` in eval mode.
 
     The noise comes from its own generator seeded with `seed`, so the same
     (model, seed) always gives the same images and the global RNG is untouched.
-    The result stays on the generator's device.
+    The generator's train/eval mode is left as it was. The result stays on the
+    generator's device.
     """
     device = next(generator.parameters()).device
     rng = torch.Generator().manual_seed(seed)
-    was_training = generator.training
-    generator.eval()
     chunks = []
-    for start in range(0, count, batch_size):
-        z = torch.randn(min(batch_size, count - start), generator.latent_dim, generator=rng)
-        chunks.append(generator(z.to(device)))
-    generator.train(was_training)
+    with evaluating(generator):
+        for start in range(0, count, batch_size):
+            z = torch.randn(min(batch_size, count - start), generator.latent_dim, generator=rng)
+            chunks.append(generator(z.to(device)))
     return torch.cat(chunks).contiguous()
 
 
@@ -180,6 +203,34 @@ class DigitClassifier(nn.Module):
 
     def forward(self, images):
         return self.head(self.features(images))
+
+
+# The VAE's three pieces (the lab's notebook 9 asks students to write them).
+
+
+def reparameterize(mean, logvar, noise):
+    """A sample z ~ N(mean, exp(logvar)) written as mean + sigma * noise, noise ~ N(0, I).
+
+    Sampling itself has no gradient; written this way, z is a differentiable
+    function of mean and logvar, so the encoder learns through it.
+    """
+    return mean + torch.exp(0.5 * logvar) * noise
+
+
+def kl_divergence(mean, logvar):
+    """KL(N(mean, exp(logvar)) || N(0, I)) per image, summed over latent dimensions: (N,)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
+
+
+def reconstruction_loss(logits, images):
+    """-log p(x | z) per image under a Bernoulli per pixel, in nats: (N,). Images in [-1, 1]."""
+    target = (images + 1) / 2
+    return nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
+
+
+def vae_loss(logits, images, mean, logvar):
+    """The negative ELBO, averaged over the batch: reconstruction + KL, in nats per image."""
+    return (reconstruction_loss(logits, images) + kl_divergence(mean, logvar)).mean()
 
 
 class VAEDecoder(nn.Module):
@@ -241,25 +292,14 @@ class VAE(nn.Module):
         h = self.encoder(images)
         return self.to_mean(h), self.to_logvar(h)
 
-    def forward(self, images, noise=None):
-        """(reconstruction logits, mean, logvar); `noise` ~ N(0, I) for the reparameterisation."""
+    def forward(self, images, noise=None, sample=reparameterize):
+        """(reconstruction logits, mean, logvar) of `images`.
+
+        noise:  N(0, I) draws for the reparameterisation (default: fresh ones);
+        sample: the reparameterisation, sample(mean, logvar, noise) -> z.
+        """
         mean, logvar = self.encode(images)
         if noise is None:
             noise = torch.randn_like(mean)
-        z = mean + torch.exp(0.5 * logvar) * noise
-        return self.decoder.logits(z), mean, logvar
+        return self.decoder.logits(sample(mean, logvar, noise)), mean, logvar
 
-
-def kl_divergence(mean, logvar):
-    """KL(N(mean, exp(logvar)) || N(0, I)) per image, summed over latent dimensions."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
-
-
-def vae_losses(vae, images, noise=None):
-    """Per-batch means of (loss, KL, reconstruction) in nats per image; loss = rec + KL."""
-    logits, mean, logvar = vae(images, noise)
-    target = (images + 1) / 2
-    reconstruction = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    reconstruction = reconstruction.flatten(1).sum(1).mean()
-    kl = kl_divergence(mean, logvar).mean()
-    return reconstruction + kl, kl, reconstruction

@@ -2,32 +2,33 @@
 
     labkit sweep --latent_dims 16 32 64 100 --hidden_dims 16 32 64 100 --seeds 5
 
-trains every (latent, hidden, seed) run into its own folder under --out,
-measures its FID, and writes
-    <run>/result.json   the run's row, written when the run is done
-    runs.csv            one row per run (config, seed, status, FID with its
-                        backbone and N, final D_x / D_G_z1 / D_G_z2, seconds)
-    summary.csv         one row per configuration: mean, std, best, count
+trains every (latent, hidden, seed) run into its own run folder under the
+runs root (the same folders `labkit train` and the notebooks use, so a run
+trained elsewhere is reused), measures its FID, and writes
+    <run>/fid_<backbone>_<count>.json   the run's table row for that FID protocol
+    <tables>/runs.csv      one row per run (config, seed, status, FID with its
+                           backbone and N, final D_x / D_G_z1 / D_G_z2, seconds)
+    <tables>/summary.csv   one row per configuration: mean, std, best, count
+where <tables> is --out (default: <runs root>/sweeps/<the sweep's name>).
 
-Rerunning the same command skips finished runs (they have result.json) and
-resumes unfinished ones from their checkpoints. A run that fails is recorded
-with its error and the sweep goes on.
+Rerunning the same command skips finished runs (they have their result
+file) and resumes unfinished ones from their checkpoints. A run that fails
+is recorded with its error, the sweep goes on, and a rerun retries it.
 
 The seeds of one configuration train together as one stacked model
-(labkit/together.py) where that measured faster (`stack_seeds`): on a GPU, and
-for DCGANs up to hidden size 32 on a CPU. Their results equal separate runs'.
+(labkit/together.py) where that measured faster (`stack_seeds`).
 
-Several GPUs or machines: start one process per GPU on the same --out folder,
+Several GPUs or machines: start one process per GPU with the same command,
 each with its share of the grid, e.g. on a 4-GPU machine
     for k in 0 1 2 3; do CUDA_VISIBLE_DEVICES=$k labkit sweep ... --shard $k/4 & done
 (on a cluster, the same command as an array job with --shard $TASK_ID/$N).
-Runs never share a folder, and runs.csv and summary.csv are rebuilt from all
-result.json files after every run, so the processes need no coordination.
+Runs never share a folder (a second process on the same run is refused by
+its lock), and the tables are rebuilt from all result files after every
+run, so the processes need no other coordination.
 """
 
 import csv
 import itertools
-import json
 import math
 import os
 import time
@@ -36,12 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .together import can_train_together, resume_step, train_together
-from .train import TrainConfig, resolve_device, train
+from .metrics import BACKBONES
+from .runs import RunInUseError, check_writable, read_json, resolve_device, runs_root, write_json
+from .together import resume_step, train_together, why_not_together
+from .train import TrainConfig, check_seed, train
 
 RUN_COLUMNS = ("latent_dim", "hidden_dim", "seed", "status", "fid", "fid_backbone", "fid_n", "D_x", "D_G_z1",
                "D_G_z2", "seconds", "run_dir")
 SUMMARY_COLUMNS = ("latent_dim", "hidden_dim", "count", "fid_mean", "fid_std", "fid_best", "fid_backbone", "fid_n")
+FIRST_SEED = 2022  # the course's seed; --seeds N means 2022 ... 2022 + N - 1
 
 
 def grid(latent_dims, hidden_dims, seeds):
@@ -65,30 +69,66 @@ def shard_of(runs, shard):
     return runs[k * len(runs) // n : (k + 1) * len(runs) // n]
 
 
+def seed_list(seeds):
+    """A list of seeds, or a number N for the seeds 2022 ... 2022 + N - 1."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"--seeds must be at least 1 (the number of seeds per configuration), got {seeds}")
+        return [FIRST_SEED + i for i in range(seeds)]
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("a sweep needs at least one seed")
+    for seed in seeds:
+        check_seed(seed)
+    return seeds
+
+
+def result_file(run_dir, backbone, fid_count):
+    return Path(run_dir) / f"fid_{backbone}_{fid_count}.json"
+
+
+def sweep_name(base, latent_dims, hidden_dims, seeds, backbone, fid_count):
+    """A name for a sweep's tables folder that says what it swept and how it measured."""
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    seed_part = f"seeds{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 1 else \
+        "seeds" + "-".join(map(str, seeds))
+    rest = TrainConfig(**{**asdict(base), "seed": FIRST_SEED}).name_parts()[3:]  # non-default settings
+    return "_".join([("mlp" if base.use_mlp else "dcgan"), "z" + "-".join(map(str, latent_dims)),
+                     "h" + "-".join(map(str, hidden_dims)), f"steps{base.num_training_steps}", seed_part, *rest,
+                     f"{backbone}{fid_count}"])
+
+
 def _write_csv_atomic(path, columns, rows):
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def collect(out_dir):
-    """Rebuild runs.csv and summary.csv from every result.json under out_dir; return (runs, summary)."""
-    out_dir = Path(out_dir)
-    rows = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/result.json"))]
-    rows.sort(key=lambda r: (r["latent_dim"], r["hidden_dim"], r["seed"]))
+def collect(configs, runs_dir, out_dir, backbone, fid_count):
+    """Rebuild runs.csv and summary.csv from the result files of `configs`' runs; return (runs, summary)."""
+    rows = []
+    for config in configs:
+        path = result_file(Path(runs_dir) / config.name, backbone, fid_count)
+        if path.is_file():
+            rows.append(read_json(path, "a sweep result"))
     summary = []
-    for z, h in sorted({(r["latent_dim"], r["hidden_dim"]) for r in rows}):
-        done = [r for r in rows if (r["latent_dim"], r["hidden_dim"]) == (z, h) and r["status"] == "done"]
+    for (z, h), group in itertools.groupby(rows, key=lambda r: (r["latent_dim"], r["hidden_dim"])):
+        done = [r for r in group if r["status"] == "done"]
         fids = np.array([r["fid"] for r in done], dtype=float)
         summary.append(dict(
             latent_dim=z, hidden_dim=h, count=len(fids),
             fid_mean=float(fids.mean()) if len(fids) else math.nan,
             fid_std=float(fids.std(ddof=1)) if len(fids) > 1 else math.nan,  # sample std, as the reports
             fid_best=float(fids.min()) if len(fids) else math.nan,
-            fid_backbone=done[0]["fid_backbone"] if done else "", fid_n=done[0]["fid_n"] if done else 0))
+            fid_backbone=backbone, fid_n=fid_count))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv_atomic(out_dir / "runs.csv", RUN_COLUMNS, rows)
     _write_csv_atomic(out_dir / "summary.csv", SUMMARY_COLUMNS, summary)
     return rows, summary
@@ -98,14 +138,15 @@ def stack_seeds(config):
     """Whether the seeds of `config` should train together (bench/seeds_together.py).
 
     On a GPU one small GAN leaves most of the device idle, so N seeds stacked
-    should cost little more than one. On a 2-core CPU the work is the same
-    either way and stacking only saves per-layer overhead: 5 seeds together
-    measured 1.26-1.49x faster than one after another at hidden size 16 and
-    1.03-1.08x at 32, but 0.85-0.92x at 64 (grouped convolutions' backward is
-    slower there) and 0.96-1.15x for the MLP GAN, so there the sweep stacks
-    only DCGANs up to hidden size 32.
+    should cost little more than one (GPU: not measured). On the 2-core CPU
+    labkit is developed on the work is the same either way and stacking only
+    saves per-layer overhead: 5 seeds together measured 1.26-1.49x faster
+    than one after another at hidden size 16 and 1.03-1.08x at 32, but
+    0.85-0.92x at 64 (grouped convolutions' backward is slower there) and
+    0.96-1.15x for the MLP GAN, so there the sweep stacks only DCGANs up to
+    hidden size 32.
     """
-    if not can_train_together(config):
+    if why_not_together(config):
         return False
     if resolve_device(config.device).type == "cuda":
         return True
@@ -159,43 +200,60 @@ def run_together(configs, run_dirs, fid_count, backbone):
     return rows
 
 
-def sweep(latent_dims, hidden_dims, seeds, out_dir="runs/sweep", base=None, fid_count=3000,
-          backbone="inception", shard=(0, 1), together=None, progress=True):
+def check_sweep(latent_dims, hidden_dims, fid_count, backbone, base):
+    """Refuse a sweep that could not give a table, before anything is trained or written."""
+    if not latent_dims or not hidden_dims:
+        raise ValueError("a sweep needs at least one latent size and one hidden size")
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    if isinstance(fid_count, bool) or not isinstance(fid_count, int) or not 2 <= fid_count <= 60_000:
+        raise ValueError(f"--fid_count must be from 2 to 60,000 (images per side of the FID), got {fid_count!r}")
+    if base.use_mlp and len(hidden_dims) > 1:
+        raise ValueError("the MLP GAN has fixed layer widths: give a single --hidden_dims value")
+
+
+def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3000, backbone="inception",
+          shard=(0, 1), together=None, progress=True, out_dir=None):
     """Run the grid (hidden sets both G's and D's hidden size, as the course swept it).
 
     seeds:    a list of seeds, or a number N for the seeds 2022 ... 2022 + N - 1.
+    runs_dir: where the run folders are (default: runs_root(), shared with the notebooks).
+    out_dir:  where runs.csv and summary.csv go (default: runs_dir/sweeps/<sweep_name>).
     together: train the seeds of each configuration together (True), one
               after another (False), or where it is faster (None, `stack_seeds`).
     Returns (runs, summary) as lists of dicts, also written to runs.csv and summary.csv.
     """
     from tqdm.auto import tqdm
 
-    if isinstance(seeds, int):
-        seeds = [2022 + i for i in range(seeds)]
+    seeds = seed_list(seeds)
     base = base or TrainConfig()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    todo = shard_of(grid(latent_dims, hidden_dims, seeds), shard)
+    check_sweep(latent_dims, hidden_dims, fid_count, backbone, base)
+    runs_dir = Path(runs_dir) if runs_dir is not None else runs_root()
     configs = [replace(base, latent_dim=z, generator_hidden_dim=h, discriminator_hidden_dim=h, seed=s)
-               for z, h, s in todo]  # validates every size before any training starts
-    bar = tqdm(total=len(configs), desc="sweep", unit="run", disable=not progress)
+               for z, h, s in grid(latent_dims, hidden_dims, seeds)]  # validates every size before any training
+    out_dir = Path(out_dir) if out_dir is not None else \
+        runs_dir / "sweeps" / sweep_name(base, latent_dims, hidden_dims, seeds, backbone, fid_count)
+    check_writable(runs_dir)
+    check_writable(out_dir)
+    todo = shard_of(configs, shard)
+    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
 
     def record(rows):
         for row in rows:
             run_dir = Path(row["run_dir"])
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "result.json").write_text(json.dumps(row, indent=1) + "\n")
+            write_json(result_file(run_dir, backbone, fid_count), row)
             if progress and row["status"] != "done":
                 bar.write(f"labkit: {run_dir.name} {row['status']}; going on")
-        collect(out_dir)
+        collect(configs, runs_dir, out_dir, backbone, fid_count)
         bar.update(len(rows))
 
     # The grid lists the seeds of a configuration one after another.
-    for _, group in itertools.groupby(configs, key=lambda c: (c.latent_dim, c.generator_hidden_dim)):
+    for _, group in itertools.groupby(todo, key=lambda c: (c.latent_dim, c.generator_hidden_dim)):
         pending = []
         for config in group:
-            result_file = out_dir / config.name / "result.json"
-            if result_file.exists() and json.loads(result_file.read_text())["status"] == "done":
+            path = result_file(runs_dir / config.name, backbone, fid_count)
+            if path.is_file() and read_json(path, "a sweep result")["status"] == "done":
                 bar.update(1)
             else:
                 pending.append(config)
@@ -203,26 +261,31 @@ def sweep(latent_dims, hidden_dims, seeds, out_dir="runs/sweep", base=None, fid_
         # Only runs at the same step can share a stack (new ones, or ones stopped together).
         by_step = {}
         for config in pending:
-            by_step.setdefault(resume_step(out_dir / config.name), []).append(config)
+            by_step.setdefault(resume_step(runs_dir / config.name), []).append(config)
         batches = list(by_step.values()) if stack else [[c] for c in pending]
         for batch in batches:
             names = batch[0].name if len(batch) == 1 else \
                 f"{batch[0].architecture}, seeds {', '.join(str(c.seed) for c in batch)} together"
             bar.set_postfix_str(names)
-            run_dirs = [out_dir / c.name for c in batch]
+            run_dirs = [runs_dir / c.name for c in batch]
             try:  # one broken run must not stop the other 79
                 if len(batch) == 1:
                     rows = [run_one(batch[0], run_dirs[0], fid_count, backbone)]
                 else:
                     rows = run_together(batch, run_dirs, fid_count, backbone)
+            except RunInUseError as err:  # another process trains it: not a failure of the run
+                if progress:
+                    bar.write(f"labkit: {err}; skipping it here")
+                bar.update(len(batch))
+                continue
             except Exception as err:
                 rows = [failed(c, d, err) for c, d in zip(batch, run_dirs)]
             record(rows)
     bar.close()
-    (out_dir / "sweep.json").write_text(json.dumps(dict(
-        latent_dims=list(latent_dims), hidden_dims=list(hidden_dims), seeds=list(seeds), fid_count=fid_count,
-        backbone=backbone, base=asdict(base)), indent=1) + "\n")
-    return collect(out_dir)
+    write_json(out_dir / "sweep.json", dict(
+        latent_dims=list(latent_dims), hidden_dims=list(hidden_dims), seeds=seeds, fid_count=fid_count,
+        backbone=backbone, base=asdict(base), runs_dir=str(runs_dir)))
+    return collect(configs, runs_dir, out_dir, backbone, fid_count)
 
 
 def table(summary, latent_dims, hidden_dims, key="fid_mean"):

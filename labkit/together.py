@@ -16,51 +16,45 @@ times the width:
 
 Each seed gets what its separate run (`labkit.train`) would: initial weights
 built after torch.manual_seed(seed), its own noise generator and its own order
-of batches. The results equal separate runs up to float rounding (in float64
-exactly; tests/test_together.py checks both). Every seed keeps its own run
+of batches, and the same step (`labkit.step.gan_step`, called on the stack).
+In float64 each seed ends with exactly the weights of its separate run
+(tests/test_together.py). In float32 it does not: a grouped convolution adds
+its terms in another order, and a GAN's trajectory amplifies that rounding,
+so the two runs are different samples of the same training procedure (the
+same distribution of FIDs, not the same FID). Every seed keeps its own run
 folder in exactly the format `train` writes, so `load_run`, the notebooks and
 the sweep tables read it the same way, and either trainer can resume it.
 
 Why grouped layers and not torch.func (stack_module_state + vmap over
 functional_call), which computes the same thing: under vmap the convolutions
 become grouped convolutions too, but the tensors between layers are strided
-in ways that fall off PyTorch's fast CPU paths. On a 2-core CPU, 5 seeds
-stacked with vmap ran at 0.96x (hidden 16) and 0.83x (hidden 64) the speed of
-5 separate runs; as grouped layers in channels_last, at 1.26x and 0.92x
-(bench/seeds_together.py).
+in ways that fall off PyTorch's fast CPU paths. On the 2-core CPU labkit is
+developed on (AMD EPYC, 2 threads), 5 seeds stacked with vmap ran at 0.96x
+(hidden 16) and 0.83x (hidden 64) the speed of 5 separate runs; as grouped
+layers in channels_last, at 1.26x and 0.92x (bench/seeds_together.py). GPU:
+not measured.
 
-Not stacked: `d_pause_ratio` (each seed would decide on its own whether D
-skips a step, which one optimizer over the stack cannot do); such runs train
-one after another.
+Not stacked (`why_not_together`): `d_pause_ratio`, and runs of a student's
+code; the sweep trains such runs one after another.
 """
 
 import copy
 import time
-from dataclasses import asdict, replace
+from contextlib import ExitStack
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoints import latest_checkpoint
+from .checkpoints import checkpoint_step, latest_checkpoint, make_checkpoint
+from .code import LABKIT_GAN, REFERENCE
 from .data import BatchSampler, load_mnist
-from .models import IMAGE_SHAPE
-from .train import (
-    CHECKPOINT_KIND,
-    Run,
-    RunWriter,
-    TrainConfig,
-    TrainingDiverged,
-    bce,
-    build_models,
-    check_finite,
-    descend,
-    describe_device,
-    fixed_noise,
-    generator_step,
-    open_run,
-    prepare_run_folder,
-)
-
+from .models import IMAGE_SHAPE, evaluating
+from .runs import (RunLock, RunWriter, check_run_folder, check_writable, describe_device, forked_rng,
+                   prepare_run_folder, resolve_device, saved_state)
+from .step import gan_step
+from .train import (CHECKPOINT_KIND, HISTORY_COLUMNS, Run, TrainingDiverged, _run_from_state, build_models,
+                    check_finite, fixed_noise, make_config)
 
 def grouped_layer(layers):
     """One layer that computes len(layers) copies of a layer side by side, each with its own weights.
@@ -140,6 +134,13 @@ class StackedModel(nn.Module):
         self.is_mlp = isinstance(self.net[0], GroupedLinear)
 
     def forward(self, inputs):
+        return self._run(inputs, self.net)
+
+    def logits(self, inputs):
+        """For stacked discriminators: the scores before their final Sigmoid, (N, batch)."""
+        return self._run(inputs, self.net[:-1])
+
+    def _run(self, inputs, net):
         n, batch = inputs.shape[:2]
         x = inputs.transpose(0, 1)  # (batch, N, ...): model k's input in block k of the channels
         if self.is_mlp:
@@ -150,7 +151,7 @@ class StackedModel(nn.Module):
             x = x.reshape(batch, -1, *x.shape[-2:])
         if self.net[0].weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
-        y = self.net(x)
+        y = net(x)
         return y.reshape(batch, n, *self.out_shape).transpose(0, 1)
 
     def model_state_dict(self, index):
@@ -189,12 +190,25 @@ def stack_adam_states(states, model):
     }
 
 
-def can_train_together(config):
-    """Whether runs of `config` can share a stack (see the module docstring)."""
-    return config.d_pause_ratio == 0
+def why_not_together(config, code=LABKIT_GAN):
+    """Why runs of `config` cannot share a stack, or None if they can.
+
+    A stack has one optimizer per network and one loss summed over its
+    models, so every model must take the same decision at every step and
+    compute its loss the same way:
+      * `d_pause_ratio` lets each seed's losses decide whether its D steps;
+      * a student's pieces may do anything (a loss averaged over the whole
+        stack instead of per model, a rule that reads the losses), and a
+        student's networks are not built from layers labkit can group.
+    """
+    if config.d_pause_ratio > 0:
+        return "d_pause_ratio lets each seed's own losses decide when its D steps"
+    if code.identity != REFERENCE:
+        return "runs with a student's code train one at a time"
+    return None
 
 
-def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
+def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=None):
     """Train (or resume) one run per seed of `config`, all at once; return their results.
 
     config:   a TrainConfig; its seed is replaced by each of `seeds`.
@@ -205,22 +219,40 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
     stopped it (its folder keeps the last good checkpoint; the other seeds go
     on, since a NaN in one model of the stack never reaches the others).
     All runs must be at the same step: new, or resumed from checkpoints of
-    the same step.
+    the same step. A setting that cannot be stacked (`why_not_together`) is
+    refused with ValueError; `labkit.sweep` then trains the seeds one by one.
+    The caller's global RNG state is restored afterwards.
     """
-    if not can_train_together(config):
-        raise ValueError("runs with d_pause_ratio > 0 cannot train together; train them one by one")
+    code = code or LABKIT_GAN
+    reason = why_not_together(config, code)
+    if reason:
+        raise ValueError(f"these runs cannot train together: {reason}; train them one by one")
     if len(seeds) != len(out_dirs) or len(set(seeds)) != len(seeds):
         raise ValueError(f"need one out_dir per seed and distinct seeds; got seeds {seeds} for {len(out_dirs)} folders")
-    configs = [replace(config, seed=seed) for seed in seeds]
-    opened = [open_run(c, d, CHECKPOINT_KIND) for c, d in zip(configs, out_dirs)]
-    run_dirs = [run_dir for run_dir, _, _ in opened]
-    states = [state for _, _, state in opened]
-    device = opened[0][1]
-    start_steps = {state["step"] if state else 0 for state in states}
-    if len(start_steps) > 1:
-        raise ValueError(f"runs to train together must be at the same step; these are at {sorted(start_steps)}")
-    start_step = start_steps.pop()
+    configs = [make_config(config, {"seed": seed}, code) for seed in seeds]
+    run_dirs = [Path(d) for d in out_dirs]
+    device = resolve_device(config.device)
+    for run_dir in run_dirs:
+        check_run_folder(run_dir)
+    states = [saved_state(d, c, CHECKPOINT_KIND, device) for d, c in zip(run_dirs, configs)]
+    if all(s is not None and s["step"] >= config.num_training_steps for s in states):
+        return [_run_from_state(d, c, s, device, code) for d, c, s in zip(run_dirs, configs, states)]
+    for run_dir in run_dirs:
+        check_writable(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as held:
+        for run_dir in run_dirs:
+            held.enter_context(RunLock(run_dir))
+        states = [saved_state(d, c, CHECKPOINT_KIND, device) for d, c in zip(run_dirs, configs)]
+        start_steps = {state["step"] if state else 0 for state in states}
+        if len(start_steps) > 1:
+            raise ValueError(f"runs to train together must be at the same step; these are at {sorted(start_steps)}")
+        with forked_rng(device):
+            return _train_together(config, seeds, configs, run_dirs, states, start_steps.pop(), device, code,
+                                   progress, on_log)
 
+
+def _train_together(config, seeds, configs, run_dirs, states, start_step, device, code, progress, on_log):
     # Each seed's models, built exactly as `train` builds them.
     generators, discriminators, torch_rng_states = [], [], []
     for c in configs:
@@ -234,21 +266,19 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
     if device.type == "cpu" and not config.use_mlp:
         # As in `train`: channels_last is faster for convolutions on the CPU.
         G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    lr_g = config.generator_learning_rate or config.learning_rate
-    lr_d = config.discriminator_learning_rate or config.learning_rate
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(config.beta1, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(config.beta1, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999))
     noise_rngs = [torch.Generator(device).manual_seed(c.seed) for c in configs]
     d_updates = 0
     if start_step > 0:  # resume
-        load_stacked(G, [s["generator"] for s in states])
-        load_stacked(D, [s["discriminator"] for s in states])
-        opt_g.load_state_dict(stack_adam_states([s["opt_generator"] for s in states], G))
-        opt_d.load_state_dict(stack_adam_states([s["opt_discriminator"] for s in states], D))
+        load_stacked(G, [s["models"]["generator"] for s in states])
+        load_stacked(D, [s["models"]["discriminator"] for s in states])
+        opt_g.load_state_dict(stack_adam_states([s["optimizers"]["generator"] for s in states], G))
+        opt_d.load_state_dict(stack_adam_states([s["optimizers"]["discriminator"] for s in states], D))
         for rng, s in zip(noise_rngs, states):
-            rng.set_state(s["noise_rng"].cpu())
-        d_updates = states[0]["d_updates"]  # the same for all: d_every is shared
-    histories = [prepare_run_folder(d, c, s) for d, c, s in zip(run_dirs, configs, states)]
+            rng.set_state(s["rng"]["noise"].cpu())
+        d_updates = states[0]["counters"]["d_updates"]  # the same for all: d_every is shared
+    histories = [prepare_run_folder(d, c, s, HISTORY_COLUMNS) for d, c, s in zip(run_dirs, configs, states)]
     results = [None] * len(seeds)  # a Run, or the error that stopped the seed
 
     if start_step < config.num_training_steps:
@@ -257,14 +287,12 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
         images = load_mnist("train", device=device)[0]
         samplers = [BatchSampler(len(images), config.batch_size, c.seed, device) for c in configs]
         sample_noise = fixed_noise(config.latent_dim, device=device)
-        writers = [RunWriter(d, start_step) for d in run_dirs]
+        writers = [RunWriter(d, start_step, HISTORY_COLUMNS) for d in run_dirs]
+        if progress:
+            print(f"labkit: training seeds {', '.join(map(str, seeds))} of {config.architecture} together "
+                  f"on {describe_device(device)}" + (f", resuming at step {start_step}" if start_step else ""))
         bar = tqdm(total=config.num_training_steps, initial=start_step, disable=not progress,
                    desc=f"{len(seeds)} seeds together", dynamic_ncols=True)
-        if progress:
-            bar.write(f"labkit: training seeds {', '.join(map(str, seeds))} of {config.architecture} together "
-                      f"on {describe_device(device)}" + (f", resuming at step {start_step}" if start_step else ""))
-        ones = torch.ones(len(seeds), config.batch_size, device=device)
-        zeros = torch.zeros_like(ones)
         finite_flags = []  # one (N,) bool tensor per step since the last check, on the device
         G.train(), D.train()
         started = time.time()
@@ -273,20 +301,11 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
                 real = images[torch.stack([s.indices(step - 1) for s in samplers])]  # (N, B, 1, 32, 32)
                 z = torch.stack([torch.randn(config.batch_size, config.latent_dim, generator=rng, device=device)
                                  for rng in noise_rngs])
+                # The same step as `train`'s; every loss is (N,), one per model.
+                out = gan_step(G, D, opt_g, opt_d, real, z, step, config, code)
+                d_updates += out.updated_d
 
-                # (1) Discriminators: real -> 1, fake -> 0. Losses (N,), summed for backward.
-                out_real = D(real)
-                fake = G(z)
-                out_fake = D(fake.detach())
-                loss_d = bce(out_real, ones) + bce(out_fake, zeros)
-                if (step - 1) % config.d_every == 0:
-                    descend(opt_d, loss_d)
-                    d_updates += 1
-
-                # (2) Generators, as in `train`.
-                loss_g, out_fake_after = generator_step(opt_g, D, fake, ones)
-
-                finite_flags.append(torch.isfinite(loss_d) & torch.isfinite(loss_g))
+                finite_flags.append(torch.isfinite(out.loss_d) & torch.isfinite(out.loss_g))
                 bar.update(1)
                 is_log = step % config.logging_steps == 0
                 is_save = step % config.saving_steps == 0 or step == config.num_training_steps
@@ -309,32 +328,26 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
                     break
 
                 if is_log:
-                    logged = torch.stack([loss_d, loss_g, out_real.mean(1), out_fake.mean(1),
-                                          out_fake_after.mean(1)]).tolist()
+                    logged = {k: v.tolist() for k, v in out.logged().items()}
                     for i in live:
-                        row = dict(step=step, discriminator_loss=logged[0][i], generator_loss=logged[1][i],
-                                   D_x=logged[2][i], D_G_z1=logged[3][i], D_G_z2=logged[4][i],
-                                   d_updates=d_updates)
+                        row = {"step": step, **{k: v[i] for k, v in logged.items()}, "d_updates": d_updates}
                         histories[i].append(row)
                         writers[i].log(row)
                         if on_log is not None:
                             on_log(seeds[i], row)
 
                 if is_save:
-                    G.eval()
-                    with torch.no_grad():  # the same noise for every seed
+                    with torch.no_grad(), evaluating(G):  # the same noise for every seed
                         samples = G(sample_noise.expand(len(seeds), *sample_noise.shape))
-                    G.train()
                     g_opt_state, d_opt_state = opt_g.state_dict(), opt_d.state_dict()
                     for i in live:
-                        writers[i].save({
-                            "kind": CHECKPOINT_KIND, "step": step, "config": asdict(configs[i]),
-                            "generator": G.model_state_dict(i), "discriminator": D.model_state_dict(i),
-                            "opt_generator": split_adam_state(g_opt_state, G, i),
-                            "opt_discriminator": split_adam_state(d_opt_state, D, i),
-                            "noise_rng": noise_rngs[i].get_state(), "torch_rng": torch_rng_states[i],
-                            "d_updates": d_updates, "prev_generator_loss": None,
-                        }, samples[i])
+                        writers[i].save(make_checkpoint(
+                            CHECKPOINT_KIND, step, configs[i],
+                            models={"generator": G.model_state_dict(i), "discriminator": D.model_state_dict(i)},
+                            optimizers={"generator": split_adam_state(g_opt_state, G, i),
+                                        "discriminator": split_adam_state(d_opt_state, D, i)},
+                            rng={"noise": noise_rngs[i].get_state(), "torch": torch_rng_states[i]},
+                            counters={"d_updates": d_updates, "prev_generator_loss": None}), samples[i])
         finally:
             bar.close()
             for i, writer in enumerate(writers):
@@ -358,4 +371,4 @@ def train_together(config, seeds, out_dirs, *, progress=True, on_log=None):
 def resume_step(run_dir):
     """The step a run folder would resume from: its newest checkpoint's (0 for a new run)."""
     newest = latest_checkpoint(run_dir)
-    return int(newest.stem.split("-")[1]) if newest else 0
+    return checkpoint_step(newest) if newest else 0

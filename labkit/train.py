@@ -1,53 +1,62 @@
 """Training the course's GAN: one config dataclass, one loop, one run folder.
 
-A run folder holds
-    config.json          every setting of the run (TrainConfig)
-    history.csv          one row per logging step (HISTORY_COLUMNS)
-    tensorboard/         the same values as TensorBoard event files
-    checkpoints/         the newest checkpoint: G, D, both optimizers, RNG states
-    samples/             a grid of 64 samples from fixed noise at every checkpoint
+    run = train(TrainConfig(latent_dim=32))     # trains runs/dcgan_z32_g16_d16_steps5000_seed2022
+    run = train(TrainConfig(latent_dim=32))     # the same settings again: loads that run
+    run = load_run(run.path)                    # config, history and newest weights
 
-Calling `train` again with the same folder continues from its newest
-checkpoint (or returns at once if the run is complete), so an interrupted run
-loses at most `saving_steps` steps, and on a CPU ends with exactly the weights
-an uninterrupted run would have.
+The step itself is `labkit.step.gan_step` (the losses, the rebalancing rule);
+this module builds the networks, feeds the step batches and noise, logs what
+it measured and writes the run folder (labkit/runs.py describes it).
 
-The step is the course's (LAB-SPEC section 1), as in pytorch/examples/dcgan:
-    1. D on a real batch (target 1) and on G(z).detach() (target 0); update D.
-    2. G on D(G(z)) with target 1, the same z; update G.
-The GPU never waits for the host between logging steps: the logged values stay
-on the device until a logging step reads them.
+Calling `train` with the settings of an unfinished run continues it from its
+newest checkpoint, so an interrupted run loses at most `saving_steps` steps
+and, on a CPU, ends with exactly the weights an uninterrupted run would have.
+A finished run is loaded, not trained again, and nothing in it is written.
+
+The GPU never waits for the host between logging steps: the logged values
+stay on the device until a logging step reads them (unless the rebalancing
+rule needs the losses: labkit.step.needs_losses).
 """
 
-import csv
-import json
-import math
+import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
-from .checkpoints import (
-    CheckpointError,
-    checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
-    remove_older_checkpoints,
-    save_atomic,
-)
-from .data import BatchSampler, load_mnist, to_unit_range
-from .models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
+from .checkpoints import CheckpointError, checkpoint_path, latest_checkpoint, load_latest, make_checkpoint
+from .code import LABKIT_GAN, REFERENCE, GANCode, check_code
+from .data import MNIST_TRAIN_SIZE, BatchSampler, load_mnist
+from .models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, evaluating
+from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_run_folder, check_writable, forked_rng,
+                   load_weights, prepare_run_folder, read_config, read_history, resolve_device, runs_root,
+                   saved_state, write_config, write_history)
+from .step import gan_step, needs_losses
 
 HISTORY_COLUMNS = ("step", "discriminator_loss", "generator_loss", "D_x", "D_G_z1", "D_G_z2", "d_updates")
 CHECKPOINT_KIND = "gan"
+# Upper bounds that catch typos (an extra zero) before they allocate gigabytes.
+LIMITS = dict(latent_dim=4096, generator_hidden_dim=1024, discriminator_hidden_dim=1024,
+              batch_size=MNIST_TRAIN_SIZE, num_training_steps=10_000_000, logging_steps=10_000_000,
+              saving_steps=10_000_000, d_every=1_000_000)
+MAX_SEED = 2**32 - 1
+
+
+def check_whole(name, value, limit):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ValueError(f"{name} must be a whole number from 1 to {limit:,}, got {value!r}")
+
+
+def check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {seed!r}")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     # The course's flags, with the course's defaults.
     latent_dim: int = 16
     generator_hidden_dim: int = 16
@@ -62,122 +71,86 @@ class TrainConfig:
     # Reproducibility and hardware. seed 2022 is the one the course's reports used.
     seed: int = 2022
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
-    # Ablations (LAB-SPEC section 7) and the MLP GAN's BatchNorm failure (section 6).
+    # Ablations and the MLP GAN's BatchNorm-in-D failure.
     discriminator_activation: str = "leaky_relu"  # or "relu"
     batch_norm: bool = True  # BatchNorm in the DCGAN's G and D
     mlp_discriminator_batch_norm: bool = False
-    # Rebalancing D and G (LAB-SPEC section 3); all off by default.
+    # Rebalancing D and G; all off by default.
     d_every: int = 1  # update D only on every k-th step
     d_pause_ratio: float = 0.0  # skip D's update while loss_D / loss_G < this
     generator_learning_rate: Optional[float] = None  # default: learning_rate
     discriminator_learning_rate: Optional[float] = None  # default: learning_rate
+    # Whose code trains it: "labkit", or "student-<hash>" (labkit/code.py).
+    code: str = REFERENCE
 
     def __post_init__(self):
-        for name in ("latent_dim", "generator_hidden_dim", "discriminator_hidden_dim", "batch_size",
-                     "num_training_steps", "logging_steps", "saving_steps", "d_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+        for name, limit in LIMITS.items():
+            check_whole(name, getattr(self, name), limit)
+        check_seed(self.seed)
         for name in ("learning_rate", "generator_learning_rate", "discriminator_learning_rate"):
             value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not 0 <= self.beta1 < 1:
+        if not (isinstance(self.beta1, (int, float)) and 0 <= self.beta1 < 1):
             raise ValueError(f"beta1 must be in [0, 1), got {self.beta1!r}")
-        if not self.d_pause_ratio >= 0:
+        if not (isinstance(self.d_pause_ratio, (int, float)) and 0 <= self.d_pause_ratio < float("inf")):
             raise ValueError(f"d_pause_ratio must be >= 0 (0 turns it off), got {self.d_pause_ratio!r}")
         if self.discriminator_activation not in ("leaky_relu", "relu"):
             raise ValueError("discriminator_activation must be 'leaky_relu' or 'relu', "
                              f"got {self.discriminator_activation!r}")
 
     @property
-    def name(self):
-        """A short folder name that tells runs of a sweep apart."""
-        return f"{self.architecture}_seed{self.seed}"
+    def lr_g(self):
+        return self.generator_learning_rate or self.learning_rate
+
+    @property
+    def lr_d(self):
+        return self.discriminator_learning_rate or self.learning_rate
+
+    def identity(self):
+        """The settings that change what the model learns (the MLP GAN has no hidden sizes or ablations)."""
+        identity = super().identity()
+        identity["generator_learning_rate"], identity["discriminator_learning_rate"] = self.lr_g, self.lr_d
+        ignored = ("generator_hidden_dim", "discriminator_hidden_dim", "discriminator_activation", "batch_norm") \
+            if self.use_mlp else ("mlp_discriminator_batch_norm",)
+        for key in ignored:
+            del identity[key]
+        return identity
+
+    def name_parts(self):
+        parts = [self.architecture, f"steps{self.num_training_steps}", f"seed{self.seed}"]
+        return parts + self.suffixes(dict(
+            batch_size="b", learning_rate="lr", beta1="beta", generator_learning_rate="glr",
+            discriminator_learning_rate="dlr", d_every="devery", d_pause_ratio="pause",
+            discriminator_activation=lambda v: v.replace("_", ""), batch_norm=lambda v: "nobn",
+            mlp_discriminator_batch_norm=lambda v: "dbn", code=str))
 
     @property
     def architecture(self):
-        """The model and its sizes, e.g. dcgan_z16_g16_d16."""
-        model = "mlp" if self.use_mlp else "dcgan"
-        return f"{model}_z{self.latent_dim}_g{self.generator_hidden_dim}_d{self.discriminator_hidden_dim}"
-
-    @classmethod
-    def from_dict(cls, values):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The model and its sizes, e.g. dcgan_z16_g16_d16 or mlp_z16."""
+        if self.use_mlp:
+            return f"mlp_z{self.latent_dim}"
+        return f"dcgan_z{self.latent_dim}_g{self.generator_hidden_dim}_d{self.discriminator_hidden_dim}"
 
 
-# Settings that may change between a run and its resumption: they do not
-# change what the model has learned so far.
-RESUMABLE_CHANGES = {"num_training_steps", "logging_steps", "saving_steps", "device"}
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite."""
-
-
-def resolve_device(name="auto"):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU; use device='cpu'")
-    return device
-
-
-def describe_device(device):
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def build_models(config):
-    """The untrained (generator, discriminator) pair that `config` describes."""
+def build_models(config, code=LABKIT_GAN):
+    """The untrained (generator, discriminator) pair that `config` describes, built from `code`'s classes."""
     if config.use_mlp:
-        return MLPGenerator(config.latent_dim), MLPDiscriminator(config.mlp_discriminator_batch_norm)
-    return (
-        DCGANGenerator(config.latent_dim, config.generator_hidden_dim, config.batch_norm),
-        DCGANDiscriminator(config.discriminator_hidden_dim, config.discriminator_activation,
-                           config.batch_norm),
-    )
-
-
-def bce(prob, target):
-    """Binary cross-entropy, the same numbers as nn.BCELoss (log clamped at -100).
-
-    Written out because nn.BCELoss asserts that its input lies in [0, 1]: a NaN
-    from a diverging run then fails inside the loss (on CUDA as a device-side
-    assert that ends the whole process) instead of reaching the training loop's
-    check, which says at which step it happened and keeps the last checkpoint.
-
-    The mean is over the last dimension: one loss for a batch (B,) of
-    probabilities, and one per model for the (N, B) of N stacked models
-    (labkit/together.py).
-    """
-    log_p = torch.log(prob).clamp(min=-100)
-    log_not_p = torch.log1p(-prob).clamp(min=-100)
-    return -(target * log_p + (1 - target) * log_not_p).mean(dim=-1)
-
-
-def descend(optimizer, loss):
-    """One optimizer step down `loss` (summed first: stacked models have one loss each)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.sum().backward()
-    optimizer.step()
-
-
-def generator_step(generator_optimizer, discriminator, fake, ones):
-    """Update G so that D calls its fakes real; return (loss_g, D's outputs on the fakes).
-
-    G's gradient flows through D, but D's own weight gradients are not needed,
-    so D's weights are left out of the graph (about 8% of a step saved).
-    """
-    discriminator.requires_grad_(False)
-    out_fake = discriminator(fake)
-    discriminator.requires_grad_(True)  # the graph is already recorded without D's weights
-    loss_g = bce(out_fake, ones)
-    descend(generator_optimizer, loss_g)
-    return loss_g, out_fake
+        generator = (code.generator or MLPGenerator)(config.latent_dim)
+        discriminator = (code.discriminator or MLPDiscriminator)(config.mlp_discriminator_batch_norm)
+    else:
+        if (code.generator or code.discriminator) and (not config.batch_norm
+                                                       or config.discriminator_activation != "leaky_relu"):
+            raise ValueError("the ablation settings (batch_norm, discriminator_activation) need labkit's own "
+                             "networks; train them with code=None")
+        generator = code.generator(config.latent_dim, config.generator_hidden_dim) if code.generator else \
+            DCGANGenerator(config.latent_dim, config.generator_hidden_dim, config.batch_norm)
+        discriminator = code.discriminator(config.discriminator_hidden_dim) if code.discriminator else \
+            DCGANDiscriminator(config.discriminator_hidden_dim, config.discriminator_activation, config.batch_norm)
+    if not callable(getattr(discriminator, "logits", None)):
+        raise ValueError(f"the discriminator {type(discriminator).__name__} needs a logits(images) method: "
+                         f"its scores before the final Sigmoid")
+    return generator, discriminator
 
 
 def fixed_noise(latent_dim, count=64, device="cpu"):
@@ -203,90 +176,35 @@ class Run:
     def column(self, name):
         return [row[name] for row in self.history]
 
-
-COUNT_COLUMNS = {"step", "d_updates"}
-
-
-def read_history(run_dir):
-    """A run folder's history.csv as a list of dicts (counts as int, values as float)."""
-    path = Path(run_dir) / "history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k in COUNT_COLUMNS else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+    def __repr__(self):  # the dataclass repr would print every history row and both networks
+        return f"Run({str(self.path)!r}, step {self.step} of {self.config.num_training_steps})"
 
 
-def write_history(run_dir, rows, columns=HISTORY_COLUMNS):
-    with open(Path(run_dir) / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+def load_run(run_dir, device="cpu", code=None):
+    """A run folder's config, history and newest weights (in eval mode). Writes nothing.
 
-
-def read_config(run_dir, config_class=None):
-    config_class = config_class or TrainConfig
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a labkit run folder (it has no config.json)")
-    return config_class.from_dict(json.loads(path.read_text()))
-
-
-def load_run(run_dir, device="cpu"):
-    """A run folder's config, history and newest weights (in eval mode)."""
+    code: the GANCode that trained it, if that was a student's (labkit/code.py).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder at {run_dir}")
-    config = read_config(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
+    config = read_config(run_dir, TrainConfig)
+    code = code or LABKIT_GAN
+    check_code(code, config)
+    state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
+    if state is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
-    state = load_checkpoint(ckpt, CHECKPOINT_KIND, map_location=device)
-    generator, discriminator = build_models(config)
-    generator.load_state_dict(state["generator"])
-    discriminator.load_state_dict(state["discriminator"])
-    generator.to(device).eval()
-    discriminator.to(device).eval()
-    return Run(run_dir, config, read_history(run_dir), generator, discriminator, state["step"])
+    return _run_from_state(run_dir, config, state, device, code)
 
 
-def check_resumable(run_dir, config):
-    """Refuse to resume a run folder whose settings differ in what the model learned."""
-    saved = read_config(run_dir, type(config))
-    changed = [f.name for f in fields(config)
-               if getattr(saved, f.name) != getattr(config, f.name) and f.name not in RESUMABLE_CHANGES]
-    if changed:
-        diffs = ", ".join(f"{n}={getattr(saved, n)!r} there vs {getattr(config, n)!r} now" for n in changed)
-        raise ValueError(f"{run_dir} holds a run with other settings ({diffs}); "
-                         f"choose another output folder or delete that one")
-
-
-def open_run(config, out_dir, kind):
-    """(run folder, device, newest checkpoint's state or None) for a run about to train.
-
-    Checks everything that could stop the run before anything is written: the
-    device, and that an existing run folder holds the same settings and a
-    readable checkpoint.
-    """
-    run_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    device = resolve_device(config.device)
-    state = None
-    newest = latest_checkpoint(run_dir)
-    if newest is not None:
-        check_resumable(run_dir, config)
-        state = load_checkpoint(newest, kind, map_location=device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, device, state
-
-
-def prepare_run_folder(run_dir, config, state):
-    """Write config.json and cut history.csv back to the checkpoint we resume from; return that history."""
-    history = []
-    if state is not None:
-        history = [row for row in read_history(run_dir) if row["step"] <= state["step"]]
-    write_history(run_dir, history)  # drops rows logged after the checkpoint
-    (Path(run_dir) / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    return history
+def _run_from_state(run_dir, config, state, device, code):
+    with torch.random.fork_rng(devices=[]):  # building a model draws its initial weights
+        generator, discriminator = build_models(config, code)
+    load_weights(generator, state["models"]["generator"], "generator", run_dir)
+    load_weights(discriminator, state["models"]["discriminator"], "discriminator", run_dir)
+    generator.to(device).eval(), discriminator.to(device).eval()
+    history = [row for row in read_history(run_dir, HISTORY_COLUMNS) if row["step"] <= state["step"]]
+    return Run(Path(run_dir), config, history, generator, discriminator, state["step"])
 
 
 def check_finite(finite_flags, step, run_dir):
@@ -305,92 +223,82 @@ def check_finite(finite_flags, step, run_dir):
         + " Try a lower learning rate or another seed.")
 
 
-class RunWriter:
-    """What a run writes while it trains: history.csv rows, TensorBoard scalars, sample grids, checkpoints."""
-
-    def __init__(self, run_dir, start_step):
-        from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
-
-        self.run_dir = Path(run_dir)
-        self.tensorboard = SummaryWriter(self.run_dir / "tensorboard", purge_step=start_step + 1)
-        self.history_file = open(self.run_dir / "history.csv", "a", newline="")
-        self.history = csv.DictWriter(self.history_file, fieldnames=HISTORY_COLUMNS)
-
-    def log(self, row):
-        self.history.writerow(row)
-        self.history_file.flush()
-        for key in HISTORY_COLUMNS[1:]:
-            self.tensorboard.add_scalar(key, row[key], row["step"])
-
-    def save(self, state, samples):
-        """Write the checkpoint `state` (atomically; older ones are deleted) and a grid of `samples`."""
-        step = state["step"]
-        path = self.run_dir / "samples" / f"step-{step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(to_unit_range(samples), path, nrow=8)
-        ckpt = checkpoint_path(self.run_dir, step)
-        save_atomic(state, ckpt)
-        remove_older_checkpoints(self.run_dir, keep=ckpt)
-        self.tensorboard.flush()
-
-    def close(self):
-        self.tensorboard.close()
-        self.history_file.close()
+def make_config(config, overrides, code):
+    """`config` (default: the course's) with keyword overrides and the code's identity; names are checked."""
+    config = (config or TrainConfig()).updated(**overrides)
+    return replace(config, code=code.identity)
 
 
-def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides):
-    """Train (or resume) a GAN run and return it as a `Run`.
+def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, **overrides):
+    """Train (or resume, or load) a GAN run and return it as a `Run`.
 
-    config:    a TrainConfig; keyword overrides (e.g. latent_dim=32) are applied to it.
-    out_dir:   the run folder; default runs/<config.name>.
-    progress:  show a tqdm progress bar (a widget in Jupyter).
+    config:    a TrainConfig; keyword overrides (e.g. latent_dim=32) are applied to it
+               (a misspelt name is an error).
+    out_dir:   the run folder; default: runs_root() / config.name.
+    code:      a labkit.code.GANCode with a student's pieces (default: labkit's).
+    progress:  say in one line what happens (training, resuming or loading)
+               and show a tqdm progress bar (a widget in Jupyter).
     on_log:    called with each history row (a dict) at every logging step.
+
+    The caller's global RNG state is restored afterwards.
     """
-    config = TrainConfig.from_dict({**asdict(config or TrainConfig()), **overrides})
-    run_dir, device, state = open_run(config, out_dir, CHECKPOINT_KIND)
+    code = code or LABKIT_GAN
+    config = make_config(config, overrides, code)
+    run_dir = Path(out_dir) if out_dir is not None else runs_root() / config.name
+    check_run_folder(run_dir)
+    device = resolve_device(config.device)
+    say = print if progress else (lambda *a, **k: None)
+
+    state = saved_state(run_dir, config, CHECKPOINT_KIND, device)
+    if state is not None and state["step"] >= config.num_training_steps:
+        say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
+        return _run_from_state(run_dir, config, state, device, code)
+    check_writable(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        state = saved_state(run_dir, config, CHECKPOINT_KIND, device)  # another process may have moved it on
+        if state is not None and state["step"] >= config.num_training_steps:
+            say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
+            return _run_from_state(run_dir, config, state, device, code)
+        with forked_rng(device):
+            return _train(config, run_dir, device, state, code, progress, say, on_log)
+
+
+def _train(config, run_dir, device, state, code, progress, say, on_log):
+    from tqdm.auto import tqdm
 
     torch.manual_seed(config.seed)
-    generator, discriminator = build_models(config)
+    generator, discriminator = build_models(config, code)
     # channels_last made a whole step 1.3-1.4x faster on a 2-core CPU at hidden
-    # 16 and 64 (bench/train_speed.py); it is not yet measured on CUDA, so there
+    # 16 and 64 (bench/train_speed.py); it is not measured on CUDA, so there
     # the default layout stays.
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     generator.to(device, memory_format=memory_format)
     discriminator.to(device, memory_format=memory_format)
-    lr_g = config.generator_learning_rate or config.learning_rate
-    lr_d = config.discriminator_learning_rate or config.learning_rate
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g, betas=(config.beta1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr_d, betas=(config.beta1, 0.999))
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999))
     noise_rng = torch.Generator(device).manual_seed(config.seed)
     start_step, d_updates, prev_loss_g = 0, 0, None
-
     if state is not None:  # resume
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_generator"])
-        opt_d.load_state_dict(state["opt_discriminator"])
-        noise_rng.set_state(state["noise_rng"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        start_step, d_updates, prev_loss_g = state["step"], state["d_updates"], state["prev_generator_loss"]
-    history = prepare_run_folder(run_dir, config, state)
-
-    if start_step >= config.num_training_steps:
-        generator.eval(), discriminator.eval()
-        return Run(run_dir, config, history, generator, discriminator, start_step)
-
-    from tqdm.auto import tqdm
+        load_weights(generator, state["models"]["generator"], "generator", run_dir)
+        load_weights(discriminator, state["models"]["discriminator"], "discriminator", run_dir)
+        opt_g.load_state_dict(state["optimizers"]["generator"])
+        opt_d.load_state_dict(state["optimizers"]["discriminator"])
+        noise_rng.set_state(state["rng"]["noise"].cpu())
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        start_step = state["step"]
+        d_updates, prev_loss_g = state["counters"]["d_updates"], state["counters"]["prev_generator_loss"]
 
     images = load_mnist("train", device=device)[0].contiguous(memory_format=memory_format)
+    history = prepare_run_folder(run_dir, config, state, HISTORY_COLUMNS,
+                                 source=code.source() if code.student_pieces else None)
     batches = BatchSampler(len(images), config.batch_size, config.seed, device)
     sample_noise = fixed_noise(config.latent_dim, device=device)
-    ones = torch.ones(config.batch_size, device=device)
-    zeros = torch.zeros(config.batch_size, device=device)
-    writer = RunWriter(run_dir, start_step)
-    bar = tqdm(total=config.num_training_steps, initial=start_step, desc=run_dir.name,
-               disable=not progress, dynamic_ncols=True)
-    if progress:
-        bar.write(f"labkit: training {run_dir} on {describe_device(device)}"
-                  + (f", resuming at step {start_step}" if start_step else ""))
+    track_losses = needs_losses(config, code)
+    writer = RunWriter(run_dir, start_step, HISTORY_COLUMNS)
+    say(announce(run_dir, start_step, config.num_training_steps, device))
+    bar = tqdm(total=config.num_training_steps, initial=start_step, desc=run_dir.name, disable=not progress,
+               dynamic_ncols=True)
     finite_flags = []  # one 0-d bool tensor per step since the last check, kept on the device
     generator.train(), discriminator.train()
     started = time.time()
@@ -398,39 +306,22 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
         for step in range(start_step + 1, config.num_training_steps + 1):
             real = images[batches.indices(step - 1)]
             z = torch.randn(config.batch_size, config.latent_dim, generator=noise_rng, device=device)
+            out = gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g)
+            d_updates += out.updated_d
+            if track_losses:
+                prev_loss_g = out.loss_g.item()
 
-            # (1) Discriminator: real -> 1, fake -> 0.
-            out_real = discriminator(real)
-            fake = generator(z)
-            out_fake = discriminator(fake.detach())
-            loss_d = bce(out_real, ones) + bce(out_fake, zeros)
-            update_d = (step - 1) % config.d_every == 0
-            if update_d and config.d_pause_ratio > 0 and prev_loss_g is not None:
-                # This option needs the losses on the host, so it costs one sync per step.
-                update_d = loss_d.item() / max(prev_loss_g, 1e-12) >= config.d_pause_ratio
-            if update_d:
-                descend(opt_d, loss_d)
-                d_updates += 1
-
-            # (2) Generator: make D call the same fakes real.
-            loss_g, out_fake_after = generator_step(opt_g, discriminator, fake, ones)
-            if config.d_pause_ratio > 0:
-                prev_loss_g = loss_g.item()
-
-            finite_flags.append(torch.isfinite(loss_d) & torch.isfinite(loss_g))
+            finite_flags.append(torch.isfinite(out.loss_d) & torch.isfinite(out.loss_g))
             bar.update(1)
             is_log = step % config.logging_steps == 0
             is_save = step % config.saving_steps == 0 or step == config.num_training_steps
             if not (is_log or is_save):
                 continue
-
             check_finite(torch.stack(finite_flags).cpu(), step, run_dir)  # the one host-device sync
             finite_flags.clear()
 
             if is_log:
-                row = dict(step=step, discriminator_loss=loss_d.item(), generator_loss=loss_g.item(),
-                           D_x=out_real.mean().item(), D_G_z1=out_fake.mean().item(),
-                           D_G_z2=out_fake_after.mean().item(), d_updates=d_updates)
+                row = {"step": step, **{k: v.item() for k, v in out.logged().items()}, "d_updates": d_updates}
                 history.append(row)
                 writer.log(row)
                 bar.set_postfix(loss_D=f"{row['discriminator_loss']:.3f}",
@@ -439,22 +330,59 @@ def train(config=None, out_dir=None, *, progress=True, on_log=None, **overrides)
                     on_log(row)
 
             if is_save:
-                generator.eval()
-                with torch.no_grad():
+                with torch.no_grad(), evaluating(generator):
                     samples = generator(sample_noise)
-                generator.train()
-                writer.save({
-                    "kind": CHECKPOINT_KIND, "step": step, "config": asdict(config),
-                    "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                    "opt_generator": opt_g.state_dict(), "opt_discriminator": opt_d.state_dict(),
-                    "noise_rng": noise_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                    "d_updates": d_updates, "prev_generator_loss": prev_loss_g,
-                }, samples)
+                writer.save(make_checkpoint(
+                    CHECKPOINT_KIND, step, config,
+                    models={"generator": generator, "discriminator": discriminator},
+                    optimizers={"generator": opt_g, "discriminator": opt_d},
+                    rng={"noise": noise_rng.get_state(), "torch": torch.get_rng_state()},
+                    counters={"d_updates": d_updates, "prev_generator_loss": prev_loss_g}), samples)
     finally:
         bar.close()
         writer.close()
-    if progress:
-        print(f"labkit: {config.num_training_steps - start_step} steps in {time.time() - started:.1f} s; "
-              f"samples in {run_dir / 'samples'}")
+    say(f"labkit: {config.num_training_steps - start_step} steps in {time.time() - started:.1f} s; "
+        f"samples in {run_dir / 'samples'}")
     generator.eval(), discriminator.eval()
     return Run(run_dir, config, history, generator, discriminator, config.num_training_steps)
+
+
+def extend(run, num_training_steps, out_dir=None, *, code=None, progress=True):
+    """Train a run on to `num_training_steps`, as a new run; the original is left as it is.
+
+    The new run starts from a copy of the original's newest checkpoint and
+    history, in its own folder (default: beside the original, named with the
+    new step count), so whatever loads the original still gets the original.
+    It ends with the weights a run trained straight to `num_training_steps`
+    would have (on a CPU exactly: tests/test_train.py).
+    """
+    source = Path(run.path if isinstance(run, Run) else run)
+    config = read_config(source, TrainConfig)
+    code = code or LABKIT_GAN
+    check_code(code, config)
+    if num_training_steps <= config.num_training_steps:
+        raise ValueError(f"{source} is already {config.num_training_steps} steps long; extend it to more steps")
+    config = config.updated(num_training_steps=num_training_steps)
+    target = Path(out_dir) if out_dir is not None else source.parent / config.name
+    check_run_folder(target)
+    if not (target / "config.json").exists():
+        state = load_latest(source, CHECKPOINT_KIND)
+        if state is None:
+            raise CheckpointError(f"{source} has no checkpoint to extend")
+        check_writable(target)
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / "checkpoints").mkdir(parents=True)
+        shutil.copy2(checkpoint_path(source, state["step"]), checkpoint_path(partial, state["step"]))
+        for folder in ("samples", "tensorboard"):
+            if (source / folder).is_dir():
+                shutil.copytree(source / folder, partial / folder)
+        if (source / "code.py").is_file():
+            shutil.copy2(source / "code.py", partial / "code.py")
+        write_history(partial, [r for r in read_history(source, HISTORY_COLUMNS) if r["step"] <= state["step"]],
+                      HISTORY_COLUMNS)
+        write_config(partial, config)
+        partial.rename(target)  # the new run appears whole, or not at all
+        if progress:
+            print(f"labkit: extending {source} (step {state['step']}) into {target}")
+    return train(config, target, code=code, progress=progress)

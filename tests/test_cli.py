@@ -19,9 +19,12 @@ def test_train_then_resume_then_sample(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (out / "checkpoints" / "step-000020.pt").exists()
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 2  # header + steps 10, 20
-    more = labkit("train", "--num_training_steps", 30, "--saving_steps", 10, "--out", out, *TINY)
+    again = labkit("train", "--num_training_steps", 20, "--saving_steps", 10, "--out", out, *TINY[:-1])
+    assert again.returncode == 0 and again.stdout.startswith(f"labkit: found the finished run {out} (step 20)")
+    more = labkit("extend", "--run", out, "--num_training_steps", 30, "--quiet")
     assert more.returncode == 0, more.stderr
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000030.pt"]
+    out = tmp_path / "dcgan_z16_g8_d8_steps30_seed2022"  # the extended run, beside the first
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000020.pt", "step-000030.pt"]
     sample = labkit("sample", "--run", out, "--count", 16, "--nrow", 4)
     assert sample.returncode == 0, sample.stderr
     png = sample.stdout.strip()
@@ -31,7 +34,7 @@ def test_train_then_resume_then_sample(tmp_path):
 def test_default_run_folder_is_under_runs(tmp_path):
     done = labkit("train", "--num_training_steps", 10, *TINY, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "runs" / "dcgan_z16_g8_d8_seed2022" / "config.json").exists()
+    assert (tmp_path / "runs" / "dcgan_z16_g8_d8_steps10_seed2022" / "config.json").exists()
 
 
 def run_main(capsys, *args):
@@ -43,8 +46,8 @@ def run_main(capsys, *args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--latent_dim", "0"], "latent_dim must be a positive whole number"),
-    (["train", "--num_training_steps", "-5"], "num_training_steps must be a positive whole number"),
+    (["train", "--latent_dim", "0"], "latent_dim must be a whole number from 1 to 4,096"),
+    (["train", "--num_training_steps", "-5"], "num_training_steps must be a whole number from 1"),
     (["train", "--learning_rate", "-1"], "learning_rate must be a positive number"),
     (["sample", "--run", "no/such/run"], "no run folder at no/such/run"),
 ])
@@ -62,7 +65,7 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path, capsys):
     ckpt = out / "checkpoints" / "step-000010.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:500])  # as if the disk had filled up mid-copy
     before = ckpt.read_bytes()
-    for args in (["train", "--num_training_steps", 20, "--out", out, *TINY], ["sample", "--run", out]):
+    for args in (["train", "--num_training_steps", 10, "--out", out, *TINY], ["sample", "--run", out]):
         status, err = run_main(capsys, *args)
         assert status == 2 and len(err) == 1 and "truncated or corrupt" in err[0]
     assert ckpt.read_bytes() == before
@@ -73,7 +76,7 @@ def test_other_settings_in_an_existing_run_folder_are_refused(tmp_path, capsys):
     assert run_main(capsys, "train", "--num_training_steps", 10, "--out", out, *TINY)[0] == 0
     history = (out / "history.csv").read_text()
     status, err = run_main(capsys, "train", "--num_training_steps", 10, "--latent_dim", 32, "--out", out, *TINY)
-    assert status == 2 and "latent_dim=16 there vs 32 now" in err[0]
+    assert status == 2 and len(err) == 1 and "latent_dim=16 there vs 32 now" in err[0]
     assert (out / "history.csv").read_text() == history
 
 

@@ -1,21 +1,68 @@
 import pytest
+import torch
 
 from labkit import lab
 
 
-def test_profiles_scale_the_lab_and_keep_their_own_run_folders(monkeypatch):
+@pytest.fixture
+def no_choice(monkeypatch):
+    """No lab.use() from an earlier test."""
+    monkeypatch.setattr(lab, "_chosen", None)
+
+
+def test_profiles_scale_the_lab(monkeypatch, no_choice):
     monkeypatch.setenv("LABKIT_PROFILE", "smoke")
-    monkeypatch.setenv("LABKIT_RUNS", "/tmp/somewhere")
-    assert lab.profile().steps < lab.PROFILES["cpu"].steps < lab.PROFILES["default"].steps == 5000
-    assert str(lab.runs_dir()) == "/tmp/somewhere/smoke"
+    assert lab.profile().steps < lab.PROFILES["cpu"].steps
     assert lab.config(latent_dim=32).num_training_steps == lab.PROFILES["smoke"].steps
     default = lab.PROFILES["default"]  # the real lab is the course's protocol, unscaled
-    assert (default.fid_count, len(default.seeds), default.sizes) == (3000, 5, (16, 32, 64, 100))
-    monkeypatch.delenv("LABKIT_PROFILE")
-    assert lab.profile().name == "default"
+    assert (default.fid_backbone, default.fid_count, len(default.seeds)) == ("inception", 3000, 5)
+    assert default.latent_sizes == default.hidden_sizes == (16, 32, 64, 100)
+    assert lab.PROFILES["cpu"].steps == default.steps == 5000  # a CPU student trains the course's runs
 
 
-def test_an_unknown_profile_is_named_in_the_error(monkeypatch):
+def test_the_profile_is_chosen_in_the_notebook_without_a_restart(monkeypatch, no_choice, capsys):
+    monkeypatch.delenv("LABKIT_PROFILE", raising=False)
+    assert lab.profile().name == ("default" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("LABKIT_PROFILE", "smoke")
+    assert lab.profile().name == "smoke"
+    lab.use("cpu")  # beats the environment: the student's explicit choice
+    assert lab.profile().name == "cpu" and lab.config().num_training_steps == 5000
+    assert "using the profile 'cpu'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="'fast' is not a profile; use one of default, cpu, smoke"):
+        lab.use("fast")
+
+
+def test_an_unknown_profile_is_named_in_the_error(monkeypatch, no_choice):
     monkeypatch.setenv("LABKIT_PROFILE", "fast")
     with pytest.raises(ValueError, match="LABKIT_PROFILE='fast' is not a profile; use one of default, cpu, smoke"):
         lab.profile()
+
+
+def test_a_widget_run_never_changes_what_other_notebooks_load(monkeypatch, no_choice, tmp_path):
+    """Notebook 1's widget trains other steps; the run every later notebook loads stays as it was."""
+    monkeypatch.setenv("LABKIT_PROFILE", "smoke")
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
+    small = dict(generator_hidden_dim=8, discriminator_hidden_dim=8)
+    first = lab.run(**small)  # notebook 1
+    widget = lab.run(**small, num_training_steps=40)  # the steps slider
+    later = lab.run(**small)  # any later notebook
+    assert widget.path != first.path and widget.step == 40
+    assert later.path == first.path and later.step == first.config.num_training_steps == 30
+    assert later.config == first.config and later.history == first.history
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.path.name, widget.path.name])
+    with pytest.raises(ValueError, match="no setting 'hiden_dim'"):
+        lab.run(hiden_dim=8)
+
+
+def test_the_cli_and_the_notebooks_share_one_runs_folder(monkeypatch, tmp_path):
+    from labkit.runs import runs_root
+
+    (tmp_path / "lab" / "notebooks").mkdir(parents=True)
+    (tmp_path / "lab" / "notebooks" / "01_train_dcgan.ipynb").write_text("{}")
+    monkeypatch.delenv("LABKIT_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path / "lab")  # a shell in the lab folder
+    assert runs_root() == tmp_path / "lab" / "runs"
+    monkeypatch.chdir(tmp_path / "lab" / "notebooks")  # a notebook kernel
+    assert runs_root() == tmp_path / "lab" / "runs"
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "elsewhere"))
+    assert runs_root() == tmp_path / "elsewhere"

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from labkit.sweep import collect, format_table, grid, parse_shard, sweep, table
+from labkit.sweep import format_table, grid, parse_shard, sweep, table
 from labkit.train import TrainConfig
 
 BASE = TrainConfig(num_training_steps=10, logging_steps=5, saving_steps=10, device="cpu")
@@ -18,7 +18,12 @@ def read(path):
 def test_sweep_writes_runs_and_summary_then_skips_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "sweep"
-    runs, summary = sweep([8, 16], [8], [1, 2], out, BASE, fid_count=100, backbone="mnist", progress=False)
+    runs, summary = sweep([8, 16], [8], [1, 2], tmp_path / "runs", BASE, fid_count=100, backbone="mnist",
+                          progress=False, out_dir=out)
+    # Each run in its own folder beside the notebooks' runs, named by its settings.
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        f"dcgan_z{z}_g8_d8_steps10_seed{s}" for z in (8, 16) for s in (1, 2))
+    assert (tmp_path / "runs" / "dcgan_z8_g8_d8_steps10_seed1" / "fid_mnist_100.json").is_file()
     assert [(r["latent_dim"], r["hidden_dim"], r["seed"]) for r in runs] == grid([8, 16], [8], [1, 2])
     assert all(r["status"] == "done" and r["fid"] > 0 and r["fid_n"] == 100 for r in runs)
     rows = read(out / "runs.csv")
@@ -32,7 +37,8 @@ def test_sweep_writes_runs_and_summary_then_skips_finished_runs(tmp_path, monkey
     # Rerun: nothing is trained again.
     import labkit.sweep
     monkeypatch.setattr(labkit.sweep, "run_one", lambda *a, **k: pytest.fail("a finished run was redone"))
-    again, _ = sweep([8, 16], [8], [1, 2], out, BASE, fid_count=100, backbone="mnist", progress=False)
+    again, _ = sweep([8, 16], [8], [1, 2], tmp_path / "runs", BASE, fid_count=100, backbone="mnist",
+                     progress=False, out_dir=out)
     assert again == runs
 
 
@@ -51,6 +57,8 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     runs, summary = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist",
                           together=False, progress=False)
     assert [r["status"] for r in runs] == ["failed: RuntimeError: out of memory", "done"]
+    tables = tmp_path / "s" / "sweeps" / "dcgan_z8_h8_steps10_seeds1-2_mnist100"
+    assert len(read(tables / "runs.csv")) == 2 and read(tables / "summary.csv")[0]["count"] == "1"
     assert summary[0]["count"] == 1
     monkeypatch.setattr(labkit.sweep, "run_one", real_run_one)  # the retry on rerun succeeds
     runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", together=False,
@@ -99,10 +107,9 @@ def test_shards_split_the_grid_without_overlap(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     for k in (0, 1):
         sweep([8], [8], [1, 2, 3], tmp_path / "s", BASE, fid_count=100, backbone="mnist", shard=(k, 2),
-              progress=False)
-    runs, _ = collect(tmp_path / "s")
-    assert sorted(r["seed"] for r in runs) == [1, 2, 3]
-    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["seeds"] == [1, 2, 3]
+              progress=False, out_dir=tmp_path / "tables")
+    assert sorted(int(r["seed"]) for r in read(tmp_path / "tables" / "runs.csv")) == [1, 2, 3]
+    assert json.loads((tmp_path / "tables" / "sweep.json").read_text())["seeds"] == [1, 2, 3]
     with pytest.raises(ValueError, match="K/N"):
         parse_shard("2/2")
 
@@ -111,11 +118,13 @@ def test_cli_sweep_prints_the_table(tmp_path, capsys, monkeypatch):
     from labkit.cli import main
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
     assert main(["sweep", "--latent_dims", "8", "--hidden_dims", "8", "--seeds", "2", "--fid_count", "100",
                  "--backbone", "mnist", "--num_training_steps", "10", "--no_cuda", "--quiet",
                  "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "MNIST-FID, 100 vs 100 images" in out and "±" in out
+    assert len(read(tmp_path / "s" / "runs.csv")) == 2 and (tmp_path / "runs" / "dcgan_z8_g8_d8_steps10_seed2022").is_dir()
     assert main(["sweep", "--latent_dims", "0", "--hidden_dims", "8", "--out", str(tmp_path / "t")]) == 2
 
 
@@ -126,7 +135,7 @@ def test_a_seed_trained_earlier_is_measured_alone_and_the_rest_stack(tmp_path, m
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     config = replace(BASE, latent_dim=8, generator_hidden_dim=8, discriminator_hidden_dim=8, seed=1)
-    train(config, tmp_path / "s" / config.name, progress=False)
+    train(config, tmp_path / "s" / config.name, progress=False)  # as notebook 1 would
     stacks = []
     real_train_together = labkit.sweep.train_together
     monkeypatch.setattr(labkit.sweep, "train_together",

@@ -131,16 +131,31 @@ def test_one_diverging_seed_stops_alone(tmp_path, monkeypatch):
     assert isinstance(bad, TrainingDiverged) and "at step 15" in str(bad)
     assert latest_checkpoint(tmp_path / "t1").name == "step-000010.pt"
     state = load_checkpoint(latest_checkpoint(tmp_path / "t1"), "gan")
-    assert all(torch.isfinite(v).all() for v in state["generator"].values())
+    assert all(torch.isfinite(v).all() for v in state["models"]["generator"].values())
     assert isinstance(good, Run) and good.step == 20 and len(good.history) == 4
     assert all(math.isfinite(row["generator_loss"]) for row in good.history)
 
 
 def test_what_cannot_train_together_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="d_pause_ratio"):
+    with pytest.raises(ValueError, match="cannot train together: d_pause_ratio"):
         train_together(TrainConfig(d_pause_ratio=0.5, device="cpu"), [1, 2], [tmp_path / "a", tmp_path / "b"])
+    # A student's pieces may compute a loss over the whole stack: refused, never silently stacked.
+    from labkit.code import GANCode
+
+    def generator_loss(fake_logits):
+        return torch.nn.functional.softplus(-fake_logits).mean()
+
+    with pytest.raises(ValueError, match="student's code train one at a time"):
+        train_together(CONFIG, [1, 2], [tmp_path / "a", tmp_path / "b"], code=GANCode(generator_loss=generator_loss))
+    assert not (tmp_path / "a").exists()
     with pytest.raises(ValueError, match="distinct seeds"):
         train_together(CONFIG, [1, 1], [tmp_path / "a", tmp_path / "b"])
-    train(CONFIG, tmp_path / "a", progress=False, seed=1, num_training_steps=10)
+
+    def stop_at_15(row):
+        if row["step"] == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # seed 1 stopped after its checkpoint at step 10
+        train(CONFIG, tmp_path / "a", progress=False, seed=1, on_log=stop_at_15)
     with pytest.raises(ValueError, match=r"same step.*\[0, 10\]"):
         train_together(CONFIG, [1, 2], [tmp_path / "a", tmp_path / "b"], progress=False)

@@ -1,10 +1,11 @@
 import csv
+import math
 
 import pytest
 import torch
 
 from labkit.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
-from labkit.train import HISTORY_COLUMNS, TrainConfig, TrainingDiverged, build_models, load_run, train
+from labkit.train import HISTORY_COLUMNS, TrainConfig, TrainingDiverged, build_models, extend, load_run, train
 
 # Small enough for CI: hidden 8 steps take a few milliseconds on a CPU.
 TINY = dict(generator_hidden_dim=8, discriminator_hidden_dim=8, logging_steps=5, saving_steps=10, device="cpu")
@@ -42,7 +43,8 @@ def test_run_folder_history_and_checkpoint_round_trip(tmp_path):
         assert float(r["discriminator_loss"]) > 0 and float(r["generator_loss"]) > 0
     assert run.column("step") == [5, 10, 15, 20]
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step-000010.png", "step-000020.png"]
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000020.pt"]  # only the newest is kept
+    # The newest checkpoint and the one before it, to fall back to.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000010.pt", "step-000020.pt"]
     assert any((out / "tensorboard").glob("events.out.tfevents.*"))
     loaded = load_run(out)
     assert loaded.step == 20 and loaded.config == run.config and loaded.history == run.history
@@ -75,9 +77,13 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="latent_dim=16 there vs 32 now"):
         train(TrainConfig(num_training_steps=10, **{**TINY, "generator_hidden_dim": 8}), tmp_path / "run",
               latent_dim=32, progress=False)
-    # More steps is allowed: the run continues.
-    longer = train(TrainConfig(num_training_steps=20, **TINY), tmp_path / "run", progress=False)
-    assert longer.history[-1]["step"] == 20
+    # Other steps are other settings too: the folder's run is not stretched in place ...
+    with pytest.raises(ValueError, match="num_training_steps=10 there vs 20 now.*extend it"):
+        train(TrainConfig(num_training_steps=20, **TINY), tmp_path / "run", progress=False)
+    # ... but a run can be extended into a new run; the original stays as it was.
+    longer = extend(tmp_path / "run", 20, progress=False)
+    assert longer.history[-1]["step"] == 20 and longer.path.name == longer.config.name
+    assert load_run(tmp_path / "run").step == 10 and load_run(tmp_path / "run").config.num_training_steps == 10
 
 
 def test_d_every_skips_discriminator_updates(tmp_path):
@@ -103,8 +109,8 @@ def test_separate_learning_rates_reach_the_optimizers(tmp_path):
     train(TrainConfig(num_training_steps=10, generator_learning_rate=1e-3, discriminator_learning_rate=5e-5,
                       **TINY), tmp_path / "run", progress=False)
     state = load_checkpoint(latest_checkpoint(tmp_path / "run"), "gan")
-    assert state["opt_generator"]["param_groups"][0]["lr"] == 1e-3
-    assert state["opt_discriminator"]["param_groups"][0]["lr"] == 5e-5
+    assert state["optimizers"]["generator"]["param_groups"][0]["lr"] == 1e-3
+    assert state["optimizers"]["discriminator"]["param_groups"][0]["lr"] == 5e-5
 
 
 def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -126,12 +132,12 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
         train(config, tmp_path / "run", progress=False)
     assert latest_checkpoint(tmp_path / "run").name == "step-000010.pt"
     good = load_checkpoint(latest_checkpoint(tmp_path / "run"), "gan")
-    assert all(torch.isfinite(v).all() for v in good["generator"].values())
+    assert all(torch.isfinite(v).all() for v in good["models"]["generator"].values())
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    save_atomic({"kind": "gan", "step": 1}, path)
+    save_atomic({"kind": "gan", "schema": 2, "step": 1}, path)
 
     def crash_midway(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
@@ -139,9 +145,10 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_midway)
     with pytest.raises(OSError):
-        save_atomic({"kind": "gan", "step": 2}, path)
+        save_atomic({"kind": "gan", "schema": 2, "step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path, "gan")["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
 
 
 def test_corrupt_and_foreign_checkpoints_are_reported(tmp_path):
@@ -152,6 +159,9 @@ def test_corrupt_and_foreign_checkpoints_are_reported(tmp_path):
     save_atomic({"kind": "vae"}, tmp_path / "vae.pt")
     with pytest.raises(CheckpointError, match="not a labkit gan checkpoint"):
         load_checkpoint(tmp_path / "vae.pt", "gan")
+    save_atomic({"kind": "gan", "step": 3}, tmp_path / "old.pt")  # an older labkit's layout
+    with pytest.raises(CheckpointError, match="another version of labkit"):
+        load_checkpoint(tmp_path / "old.pt", "gan")
 
 
 @pytest.mark.parametrize("field, value", [("num_training_steps", 0), ("batch_size", -1),
@@ -166,10 +176,117 @@ def test_mlp_gan_trains(tmp_path):
     assert run.generator.__class__.__name__ == "MLPGenerator" and len(run.history) == 2
 
 
-def test_bce_equals_torch_bce_loss():
-    from labkit.train import bce
+def test_the_losses_are_the_course_bce_and_stay_finite_when_d_is_sure():
+    from labkit.step import discriminator_loss, generator_loss
 
-    prob = torch.tensor([1e-30, 1e-6, 0.3, 0.5, 0.999, 1.0, 0.0])
-    for target in (torch.ones(7), torch.zeros(7)):
-        assert torch.allclose(bce(prob, target), torch.nn.BCELoss()(prob, target), rtol=1e-6)
-    assert torch.isnan(bce(torch.tensor([float("nan")]), torch.ones(1)))
+    logits = torch.tensor([-30.0, -3.0, 0.0, 0.4, 5.0, 30.0])
+    prob = torch.sigmoid(logits)
+    bce = torch.nn.BCELoss()
+    # Where float32 can still tell the probability from 0 and 1, they are nn.BCELoss of the probabilities.
+    ok = slice(1, 5)
+    assert discriminator_loss(logits[ok], logits[ok]).item() == pytest.approx(
+        (bce(prob[ok], torch.ones(4)) + bce(prob[ok], torch.zeros(4))).item(), rel=1e-5)
+    assert generator_loss(logits[ok]).item() == pytest.approx(bce(prob[ok], torch.ones(4)).item(), rel=1e-5)
+    # A sure D: sigmoid(+-30) is exactly 1 / 0 in float32. On probabilities the loss is clamped flat
+    # (zero or NaN gradient); on logits it is exact: -log sigmoid(-30) = 30.
+    assert prob[-1].item() == 1.0
+    sure = logits.clone().requires_grad_(True)
+    loss = generator_loss(sure[:1])  # G's fake scored -30: D is sure it is fake
+    loss.backward()
+    assert loss.item() == pytest.approx(30.0, rel=1e-6) and sure.grad[0].item() == pytest.approx(-1.0)
+    p = torch.sigmoid(logits[:1].clone().requires_grad_(True))
+    p.retain_grad()
+    torch.log(1 - p).sum().backward()  # the saturating loss on a probability: no gradient for G
+    assert abs(p.grad.item()) == pytest.approx(1.0)
+    assert torch.isnan(discriminator_loss(torch.tensor([float("nan")]), torch.zeros(1)))
+
+
+def test_a_saturated_discriminator_with_a_large_learning_rate_trains_on(tmp_path):
+    """With D's learning rate at 0.01, D is sure within a few dozen steps; the losses must not turn NaN.
+
+    (On probabilities, this run died with NaN at step 85 on labkit 0.1.)
+    """
+    run = train(TrainConfig(num_training_steps=300, discriminator_learning_rate=0.01, logging_steps=50,
+                            saving_steps=300, device="cpu"), tmp_path / "run", progress=False)
+    assert run.step == 300 and all(math.isfinite(r["generator_loss"]) for r in run.history)
+    assert max(r["D_x"] for r in run.history) > 0.99  # it did saturate
+
+
+def test_a_misspelt_setting_is_an_error_that_names_the_right_one(tmp_path):
+    with pytest.raises(ValueError, match="TrainConfig has no setting 'latnet_dim'; did you mean 'latent_dim'"):
+        train(TrainConfig(**TINY), tmp_path / "run", latnet_dim=32, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_run_name_says_every_setting_that_changes_what_is_learned():
+    assert TrainConfig().name == "dcgan_z16_g16_d16_steps5000_seed2022"
+    assert TrainConfig(num_training_steps=300).name != TrainConfig().name
+    assert TrainConfig(d_every=2, discriminator_learning_rate=5e-5).name == \
+        "dcgan_z16_g16_d16_steps5000_seed2022_dlr5e-05_devery2"
+    assert TrainConfig(discriminator_activation="relu").name.endswith("_relu")
+    assert TrainConfig(batch_norm=False).name.endswith("_nobn")
+    assert TrainConfig(use_mlp=True, mlp_discriminator_batch_norm=True).name == "mlp_z16_steps5000_seed2022_dbn"
+    assert TrainConfig(use_mlp=True, generator_hidden_dim=64).name == "mlp_z16_steps5000_seed2022"  # no hidden size
+    # Logging, saving and the device do not change what is learned, so they are not in it.
+    assert TrainConfig(logging_steps=1, saving_steps=7, device="cpu").name == TrainConfig().name
+    # Every DCGAN setting is in the name, but those three (a new setting must say which it is).
+    # (use_mlp and mlp_discriminator_batch_norm are checked above.)
+    from dataclasses import fields
+    from labkit.runs import RUN_ONLY
+    names = {TrainConfig().name}
+    for f in fields(TrainConfig):
+        if f.name in RUN_ONLY or f.name in ("use_mlp", "mlp_discriminator_batch_norm"):
+            continue
+        value = {int: 3, float: 0.125, bool: not f.default, str: "relu"}.get(type(f.default), 0.125)
+        if f.name == "code":
+            value = "student-12345678"
+        names.add(TrainConfig(**{f.name: value}).name)
+    assert len(names) == 1 + len(fields(TrainConfig)) - len(RUN_ONLY) - 2
+
+
+def test_reading_and_training_leave_the_callers_state_alone(tmp_path):
+    config = TrainConfig(num_training_steps=10, **TINY)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    train(config, tmp_path / "run", progress=False)
+    assert torch.equal(torch.get_rng_state(), before)  # training forks the RNG
+    train(config, tmp_path / "run", progress=False)  # a finished run: loaded
+    assert torch.equal(torch.get_rng_state(), before)
+    # A student's frozen layer stays frozen through the GAN step, and modes come back.
+    from labkit import analysis
+    from labkit.step import frozen
+    run = load_run(tmp_path / "run")
+    D = run.discriminator
+    D.net[0].weight.requires_grad_(False)
+    with frozen(D):
+        assert not any(p.requires_grad for p in D.parameters())
+    assert not D.net[0].weight.requires_grad and D.net[0].bias.requires_grad
+    G = run.generator.train()
+    analysis.interpolate(G, torch.zeros(1, 16), torch.ones(1, 16), steps=3)
+    assert G.training and all(m.training for m in G.modules())
+
+
+def test_loading_a_finished_run_writes_nothing(tmp_path, capsys):
+    config = TrainConfig(num_training_steps=10, **TINY)
+    train(config, tmp_path / "run", progress=False)
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    for p in files:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    (tmp_path / "run").chmod(0o555)
+    try:
+        run = train(config, tmp_path / "run")  # a read-only finished run is loaded
+        assert "found the finished run" in capsys.readouterr().out
+        assert run.step == 10 and load_run(tmp_path / "run").history == run.history
+    finally:
+        for p in [tmp_path / "run", *files]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == files
+
+
+def test_extending_a_run_equals_training_it_straight(tmp_path):
+    straight = train(TrainConfig(num_training_steps=30, **TINY), tmp_path / "straight", progress=False)
+    short = train(TrainConfig(num_training_steps=20, **TINY), tmp_path / "short", progress=False)
+    longer = extend(short, 30, out_dir=tmp_path / "longer", progress=False)
+    assert same(weights(straight.generator), weights(longer.generator))
+    assert longer.history == straight.history
+    assert load_run(tmp_path / "short").step == 20

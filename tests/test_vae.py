@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from labkit.models import VAE, kl_divergence, vae_losses
-from labkit.vae import VAE_COLUMNS, VAEConfig, load_vae_run, split_train_dev, train_vae
+from labkit.models import VAE, kl_divergence
+from labkit.vae import VAE_COLUMNS, VAEConfig, load_vae_run, split_train_dev, train_vae, vae_losses
 
 TINY = dict(logging_steps=10, saving_steps=20, dev_size=500, device="cpu")
 
@@ -37,14 +37,27 @@ def test_loss_decreases_on_real_mnist(tmp_path, mnist_train):
     assert loss.item() == pytest.approx(kl.item() + rec.item()) and kl.item() >= 0
 
 
-def test_interrupted_vae_run_resumes_to_the_same_weights(tmp_path):
+def test_interrupted_vae_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import labkit.vae
+
     config = VAEConfig(num_training_steps=40, **TINY)
     straight = train_vae(config, tmp_path / "a", progress=False)
-    train_vae(config, tmp_path / "b", progress=False, num_training_steps=20)  # as if stopped at 20
-    resumed = train_vae(config, tmp_path / "b", progress=False)
+    real_evaluate, calls = labkit.vae.evaluate, []
+
+    def stopped_at_step_30(*args, **kwargs):  # logging steps 10, 20, 30: Ctrl-C at the third
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(labkit.vae, "evaluate", stopped_at_step_30)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(config, tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    resumed = train_vae(config, tmp_path / "b", progress=False)  # from the checkpoint at step 20
     for k, v in straight.vae.state_dict().items():
         assert torch.equal(v, resumed.vae.state_dict()[k]), k
-    assert load_vae_run(tmp_path / "b").step == 40
+    assert load_vae_run(tmp_path / "b").step == 40 and resumed.history == straight.history
 
 
 def test_cli_trains_a_vae(tmp_path, capsys):

@@ -1,0 +1,169 @@
+"""labkit's own numbers for the course's experiments, at the course's settings.
+
+Trains every experiment of labkit.reference.EXPERIMENTS (on a GPU: the course's
+whole latent x hidden grid too) at the course's settings (5000 steps, batch 64,
+Adam 2e-4 / 0.5; the VAE 25,000 steps, batch 32, lr 1e-3), measures each run
+with the course's FID protocol (Inception, 3000 real training images vs 3000
+samples) and with MNIST-FID (10,000 vs 10,000), counts the digits of 10,000
+samples, and writes
+
+    labkit/assets/reference_results.csv   one row per experiment (shipped: the notebooks read it)
+    bench/reference_results.md            the same as a table beside the course's numbers
+
+Resumable: every run lives in its own run folder (under --runs) and keeps its
+measurements in reference.json; rerunning skips what is done and resumes
+what is not. The CSV is rewritten after every run, so a partial run already
+gives partial results.
+
+    python bench/reference_results.py                 # CPU: about 3 hours on 2 cores
+    python bench/reference_results.py --grid course   # the course's 16 x 5 grid as well (meant for a GPU)
+    LABKIT_RUNS=/big/disk python bench/reference_results.py
+"""
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from labkit import analysis, metrics
+from labkit.models import sample_images
+from labkit.reference import (COLUMNS, COURSE, EXPERIMENTS, INCEPTION_PROTOCOL, MNIST_PROTOCOL, REFERENCE_CSV,
+                              course_grid_experiments, load)
+from labkit.runs import read_json, resolve_device, runs_root, write_json
+from labkit.train import TrainConfig, train
+from labkit.vae import VAEConfig, train_vae
+
+MARKDOWN = Path(__file__).with_suffix(".md")
+
+
+def measure(generator, device):
+    """The reference measurements of one generator (or VAE decoder)."""
+    started = time.time()
+    inception = metrics.generator_fid(generator, 3000, "inception")
+    mnist = metrics.generator_fid(generator, 10000, "mnist")
+    counts = analysis.count_digits(sample_images(generator, 10000, seed=1))
+    return dict(fid=inception.value, mnist_fid=mnist.value, unsure_share=counts.unsure / counts.total,
+                entropy_bits=counts.entropy_bits, counts=counts.counts.tolist(),
+                measure_minutes=(time.time() - started) / 60)
+
+
+def run_experiment(experiment, device, runs):
+    """Train and measure every seed of `experiment`; its per-run results."""
+    results = []
+    for seed in experiment.seeds:
+        if experiment.kind == "gan":
+            config = TrainConfig(**experiment.settings, seed=seed, device=str(device))
+        else:
+            config = VAEConfig(**experiment.settings, seed=seed, device=str(device))
+        run_dir = runs / config.name
+        done = run_dir / "reference.json"
+        if done.is_file():
+            results.append(read_json(done))
+            continue
+        print(f"== {experiment.name}, seed {seed}: {run_dir}", flush=True)
+        started = time.time()
+        if experiment.kind == "gan":
+            generator = train(config, run_dir, progress=False).generator
+        else:
+            generator = train_vae(config, run_dir, progress=False).vae.decoder
+        train_minutes = (time.time() - started) / 60
+        result = dict(seed=seed, run=str(run_dir), train_minutes=train_minutes, **measure(generator, device))
+        write_json(done, result)
+        print(f"   FID {result['fid']:.1f}, MNIST-FID {result['mnist_fid']:.2f}, unsure "
+              f"{result['unsure_share']:.1%}, {train_minutes:.1f} + {result['measure_minutes']:.1f} min", flush=True)
+        results.append(result)
+    return results
+
+
+def summarise(experiment, results, device):
+    fids = np.array([r["fid"] for r in results])
+    mnist = np.array([r["mnist_fid"] for r in results])
+    std = (lambda a: float(a.std(ddof=1)) if len(a) > 1 else math.nan)
+    return dict(
+        experiment=experiment.name, title=experiment.title, seeds=" ".join(str(r["seed"]) for r in results),
+        runs=len(results), fid_mean=round(float(fids.mean()), 2), fid_std=round(std(fids), 2),
+        fid_best=round(float(fids.min()), 2), fid_protocol=INCEPTION_PROTOCOL,
+        mnist_fid_mean=round(float(mnist.mean()), 3), mnist_fid_std=round(std(mnist), 3),
+        mnist_fid_protocol=MNIST_PROTOCOL,
+        unsure_share=round(float(np.mean([r["unsure_share"] for r in results])), 4),
+        entropy_bits=round(float(np.mean([r["entropy_bits"] for r in results])), 3),
+        train_minutes=round(float(np.mean([r["train_minutes"] for r in results])), 1),
+        measure_minutes=round(float(np.mean([r["measure_minutes"] for r in results])), 1),
+        device=describe(device), torch=torch.__version__)
+
+
+def describe(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:  # e.g. "AMD EPYC" on Linux
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} CPU, {torch.get_num_threads()} threads"
+
+
+def write_outputs(rows, path):
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+    lines = ["| experiment | course (Inception FID) | labkit Inception FID | labkit MNIST-FID | unsure digits "
+             "| minutes to train (one run) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        course = COURSE.get(r["experiment"])
+        fid = f"{r['fid_mean']:.1f}" + ("" if math.isnan(r["fid_std"]) else f" ± {r['fid_std']:.1f}") + \
+            (f" (best {r['fid_best']:.1f}), {r['runs']} seeds" if r["runs"] > 1 else ", 1 seed")
+        mnist = f"{r['mnist_fid_mean']:.2f}" + ("" if math.isnan(r["mnist_fid_std"]) else f" ± {r['mnist_fid_std']:.2f}")
+        lines.append(f"| {r['title']} | {course.text if course else '-'} | {fid} | {mnist} | "
+                     f"{r['unsure_share']:.1%} | {r['train_minutes']:.1f} |")
+    MARKDOWN.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", choices=["auto", "cpu", "course"], default="auto",
+                        help="cpu: the experiments a 2-core CPU finishes in about 3 hours; course: plus the course's "
+                             "16 x 5 DCGAN grid (auto: course on a GPU, cpu otherwise)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--runs", type=Path, default=None, help="where the runs go (default: the runs root)")
+    parser.add_argument("--only", nargs="+", default=None, help="experiment names to run (default: all)")
+    parser.add_argument("--out", type=Path, default=REFERENCE_CSV)
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    grid = args.grid if args.grid != "auto" else ("course" if device.type == "cuda" else "cpu")
+    experiments = list(EXPERIMENTS)
+    if grid == "course":
+        names = {e.name for e in experiments}
+        experiments = [e for e in course_grid_experiments() if e.name not in names] + experiments
+        experiments = [replace(e, seeds=(2022, 2023, 2024, 2025, 2026)) if e.kind == "gan" else e
+                       for e in experiments]
+    if args.only:
+        experiments = [e for e in experiments if e.name in args.only]
+    runs = args.runs or runs_root()
+    print(f"reference results: {len(experiments)} experiments on {describe(device)}, runs in {runs}", flush=True)
+    started = time.time()
+    rows = {name: row for name, row in load(args.out).items()}  # other experiments' rows are kept
+    for experiment in experiments:
+        rows[experiment.name] = summarise(experiment, run_experiment(experiment, device, runs), device)
+        write_outputs(list(rows.values()), args.out)
+    print(f"done in {(time.time() - started) / 60:.0f} min: {args.out}, {MARKDOWN}")
+    print(MARKDOWN.read_text())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

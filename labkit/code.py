@@ -1,0 +1,117 @@
+"""Whose code trains a run: labkit's reference pieces, or a student's.
+
+The lab asks students to write some pieces themselves (the networks, the
+losses, the rebalancing rule, the VAE's loss). labkit's trainers take those
+pieces as a `GANCode` or `VAECode`, so a student's GAN trains with the
+student's own code, and labkit's versions stay the reference that the checks
+compare against.
+
+A run trained with any student piece must never be mistaken for one trained
+by labkit's code, so the pieces are part of the run's identity:
+`code.identity` is "labkit" for the reference pieces, and otherwise
+"student-" plus a short hash of the student pieces' source code. The run
+folder's name ends with it, config.json records it, and the student's source
+is saved beside the run (code.py). Changing a student piece changes the hash,
+so it trains a new run; running the same cell again finds the old one.
+
+The hash covers the source of each student piece (for a class: its methods),
+not the helpers it calls: a change made only in a helper keeps the hash.
+"""
+
+import hashlib
+import inspect
+from dataclasses import dataclass, fields
+from typing import Callable, Optional
+
+from . import models, step
+
+REFERENCE = "labkit"
+
+
+def source_of(piece):
+    """The source code of a function or class, also when it was defined in a notebook cell.
+
+    In a Jupyter kernel `inspect.getsource` finds functions (IPython keeps each
+    cell's text) but not classes (Python looks for the class's module file), so
+    a class is read as its header plus the source of each of its methods.
+    """
+    try:
+        return inspect.getsource(piece)
+    except (OSError, TypeError):
+        if not inspect.isclass(piece):
+            raise ValueError(f"labkit cannot read the source of {piece!r}; define it in a notebook cell "
+                             f"or a .py file") from None
+    parts = [f"class {piece.__qualname__}({', '.join(b.__qualname__ for b in piece.__bases__)}):"]
+    for name, member in vars(piece).items():
+        function = getattr(member, "__func__", member)  # staticmethod / classmethod
+        if inspect.isfunction(function):
+            parts.append(inspect.getsource(function))
+        elif not name.startswith("__"):
+            parts.append(f"    {name} = {member!r}")
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class Code:
+    """Pieces of a trainer; a field left at its default is labkit's reference piece."""
+
+    @property
+    def student_pieces(self):
+        """{name: piece} of the pieces that are not labkit's."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not f.default}
+
+    @property
+    def identity(self):
+        """"labkit", or "student-<8 hex digits>" from the student pieces' source."""
+        pieces = self.student_pieces
+        if not pieces:
+            return REFERENCE
+        digest = hashlib.sha256(self.source().encode()).hexdigest()
+        return f"student-{digest[:8]}"
+
+    def source(self):
+        """The student pieces' source, one after another (what `identity` hashes)."""
+        return "\n\n".join(f"# {name}\n{source_of(piece)}" for name, piece in sorted(self.student_pieces.items()))
+
+
+@dataclass(frozen=True)
+class GANCode(Code):
+    """The pieces of a GAN run.
+
+    generator:     a class called as generator(latent_dim, hidden_dim) for the
+                   DCGAN, generator(latent_dim) for the MLP GAN (None: labkit's);
+    discriminator: called as discriminator(hidden_dim) for the DCGAN,
+                   discriminator(batch_norm) for the MLP GAN (None: labkit's); its
+                   instances have `logits(images)`, D's scores before the Sigmoid;
+    discriminator_loss(real_logits, fake_logits), generator_loss(fake_logits),
+    update_discriminator(step, loss_D, loss_G, every, pause_ratio): see labkit.step.
+    """
+
+    generator: Optional[type] = None
+    discriminator: Optional[type] = None
+    discriminator_loss: Callable = step.discriminator_loss
+    generator_loss: Callable = step.generator_loss
+    update_discriminator: Callable = step.update_discriminator
+
+
+@dataclass(frozen=True)
+class VAECode(Code):
+    """The pieces of a VAE run: reparameterize(mean, logvar, noise), kl_divergence(mean, logvar)
+    (per image), vae_loss(logits, images, mean, logvar) (the batch mean); see labkit.models."""
+
+    reparameterize: Callable = models.reparameterize
+    kl_divergence: Callable = models.kl_divergence
+    vae_loss: Callable = models.vae_loss
+
+
+LABKIT_GAN = GANCode()
+LABKIT_VAE = VAECode()
+
+
+def check_code(code, config):
+    """Refuse a run whose recorded code is not the code given for it."""
+    if code.identity != config.code:
+        if config.code == REFERENCE:
+            raise ValueError(f"this run was trained with labkit's code, not with {code.identity}")
+        raise ValueError(f"this run was trained with {config.code}; pass the same pieces as code=... "
+                         f"(the code given is {code.identity})")

@@ -1,0 +1,138 @@
+"""Three numbers to compare: the course's, labkit's reference, and yours.
+
+A student whose FID lands far from a number in a report cannot tell a bug
+from noise without a reference measured the same way. So each experiment of
+the lab has
+  * COURSE: what the course's students reported (Inception FID, 3000 vs 3000),
+    with the report it comes from;
+  * labkit's reference (labkit/assets/reference_results.csv), measured by
+    bench/reference_results.py at the course's settings, with the course's FID
+    protocol and with MNIST-FID, over several seeds;
+  * the active profile's own result, measured in the notebook.
+
+`compare(experiment, yours)` prints them side by side, saying which numbers
+are comparable: Inception FIDs only with Inception FIDs of the same image
+counts, MNIST-FIDs only with MNIST-FIDs of the same counts.
+"""
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+REFERENCE_CSV = Path(__file__).parent / "assets" / "reference_results.csv"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    kind: str  # "gan" or "vae"
+    settings: dict  # TrainConfig or VAEConfig settings on top of the course's defaults
+    seeds: tuple = (2022,)
+
+
+# What bench/reference_results.py trains on a CPU (about three hours on 2 cores).
+EXPERIMENTS = [
+    Experiment("dcgan_z16_h16", "DCGAN, latent 16, hidden 16 (the course's default)", "gan", {},
+               (2022, 2023, 2024)),
+    Experiment("dcgan_z100_h16", "DCGAN, latent 100, hidden 16", "gan", {"latent_dim": 100}, (2022, 2023, 2024)),
+    Experiment("mlp_z16", "MLP GAN, latent 16", "gan", {"use_mlp": True}, (2022, 2023, 2024)),
+    Experiment("relu_in_d", "DCGAN z16 h16, ReLU instead of LeakyReLU in D", "gan",
+               {"discriminator_activation": "relu"}),
+    Experiment("no_batchnorm", "DCGAN z16 h16 without BatchNorm", "gan", {"batch_norm": False}),
+    Experiment("d_every_2", "DCGAN z16 h16, D updated every 2nd step", "gan", {"d_every": 2}),
+    Experiment("pause_0.8", "DCGAN z16 h16, D paused while loss_D / loss_G < 0.8", "gan", {"d_pause_ratio": 0.8}),
+    Experiment("vae_z3", "VAE, latent 3", "vae", {"latent_dim": 3}),
+    Experiment("vae_z10", "VAE, latent 10", "vae", {"latent_dim": 10}),
+    Experiment("vae_z100", "VAE, latent 100", "vae", {"latent_dim": 100}),
+]
+
+
+def course_grid_experiments():
+    """On a GPU: the course's whole latent x hidden grid, 5 seeds each (GPU: not measured yet)."""
+    return [Experiment(f"dcgan_z{z}_h{h}", f"DCGAN, latent {z}, hidden {h}", "gan",
+                       {"latent_dim": z, "generator_hidden_dim": h, "discriminator_hidden_dim": h},
+                       (2022, 2023, 2024, 2025, 2026))
+            for z in (16, 32, 64, 100) for h in (16, 32, 64, 100)]
+
+
+@dataclass(frozen=True)
+class CourseResult:
+    text: str  # as the reports give it, e.g. "98.8 ± 14.3 (best 71.1)"
+    mean: float
+    source: str
+
+
+# The course's Inception FIDs (3000 vs 3000), from the students' reports.
+_GRID_MEAN_STD = {  # report 000: 5 seeds (2022-2026) per configuration, mean ± std
+    (16, 16): (98.8, 14.3, 71.1), (16, 32): (67.8, 4.7, 61.5), (16, 64): (60.7, 7.0, 47.8), (16, 100): (38.5, 8.0, 26.1),
+    (32, 16): (75.7, 13.6, 57.9), (32, 32): (69.5, 13.9, 53.1), (32, 64): (53.7, 4.9, 49.4), (32, 100): (37.4, 3.8, 32.3),
+    (64, 16): (83.3, 17.5, 59.3), (64, 32): (62.1, 11.9, 45.5), (64, 64): (49.6, 12.1, 32.6), (64, 100): (36.8, 5.6, 31.2),
+    (100, 16): (82.4, 23.9, 47.0), (100, 32): (59.3, 9.3, 43.5), (100, 64): (37.0, 7.8, 27.1), (100, 100): (37.9, 6.6, 29.0),
+}
+COURSE = {f"dcgan_z{z}_h{h}": CourseResult(f"{m} ± {s} (best {b}); 5 seeds", m, "report 000")
+          for (z, h), (m, s, b) in _GRID_MEAN_STD.items()}
+COURSE["dcgan_z16_h16"] = CourseResult("98.8 ± 14.3 (best 71.1), 5 seeds; single runs in other reports: 77.4, "
+                                       "87.1, 104.5", 98.8, "reports 000, 002, 001, 004")
+COURSE.update({
+    "mlp_z16": CourseResult("112.5 ± 3.5 (best 106.8), 5 seeds; 140.2 at latent 100", 112.5, "reports 000, 001"),
+    "relu_in_d": CourseResult("70.0 (one run)", 70.0, "report 002"),
+    "no_batchnorm": CourseResult("236.6 (one run)", 236.6, "report 002"),
+    "d_every_2": CourseResult("37.1, against 26.1 without it (at latent 16, hidden 100; one run)", 37.1, "report 000"),
+    "pause_0.8": CourseResult("79.1, against 26.1 without it (at latent 16, hidden 100; one run)", 79.1, "report 000"),
+    "vae_z3": CourseResult("320.7 (one run)", 320.7, "report 003"),
+    "vae_z10": CourseResult("46.3 (one run)", 46.3, "report 003"),
+    "vae_z100": CourseResult("28.8 (one run)", 28.8, "report 003"),
+})
+
+
+COLUMNS = ("experiment", "title", "seeds", "runs", "fid_mean", "fid_std", "fid_best", "fid_protocol",
+           "mnist_fid_mean", "mnist_fid_std", "mnist_fid_protocol", "unsure_share", "entropy_bits",
+           "train_minutes", "measure_minutes", "device", "torch")
+INCEPTION_PROTOCOL = "Inception FID, 3000 real (train) vs 3000 generated"
+MNIST_PROTOCOL = "MNIST-FID, 10000 real (train) vs 10000 generated"
+
+
+def load(path=REFERENCE_CSV):
+    """{experiment: row} from the reference CSV (numbers as floats); {} if it does not exist yet."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    numeric = ("runs", "fid_mean", "fid_std", "fid_best", "mnist_fid_mean", "mnist_fid_std", "unsure_share",
+               "entropy_bits", "train_minutes", "measure_minutes")
+    return {r["experiment"]: {k: (float(v) if k in numeric and v != "" else v) for k, v in r.items()} for r in rows}
+
+
+def _fmt(mean, std=math.nan, best=math.nan):
+    if not isinstance(mean, float) or math.isnan(mean):
+        return "not measured"
+    text = f"{mean:.1f}"
+    if isinstance(std, float) and not math.isnan(std):
+        text += f" ± {std:.1f}"
+    if isinstance(best, float) and not math.isnan(best):
+        text += f" (best {best:.1f})"
+    return text
+
+
+def compare(experiment, yours=None, label="your run"):
+    """The course's number, labkit's reference and `yours` (a metrics.FID, or None), as printable lines."""
+    course, ref = COURSE.get(experiment), load().get(experiment)
+    lines = [f"{experiment}:"]
+    lines.append(f"  course (Inception FID, 3000 vs 3000):   {course.text if course else 'no number'}")
+    if ref:
+        seeds = f"{int(ref['runs'])} seed{'s' if ref['runs'] > 1 else ''}"
+        lines.append(f"  labkit reference, Inception FID:        "
+                     f"{_fmt(ref['fid_mean'], ref['fid_std'], ref['fid_best'])}, {seeds}")
+        lines.append(f"  labkit reference, MNIST-FID (10000):    {_fmt(ref['mnist_fid_mean'], ref['mnist_fid_std'])}")
+    else:
+        lines.append("  labkit reference:                       not measured (bench/reference_results.py)")
+    if yours is not None:
+        lines.append(f"  {label + ':':<40}{yours}")
+        lines.append(f"  compare yours with the {'reference Inception FID' if yours.backbone == 'inception' else 'reference MNIST-FID'}"
+                     + ("" if (yours.backbone == "inception" and yours.n_fake == 3000)
+                        or (yours.backbone == "mnist" and yours.n_fake == 10000)
+                        else f" only roughly: yours is on {yours.n_fake} images, and FID grows as the count shrinks"))
+    return "\n".join(lines)

@@ -1,0 +1,464 @@
+"""Run folders: where runs live, what their names mean, and how they are written safely.
+
+A run folder holds
+    config.json     every setting of the run, and whose code trained it
+    history.csv     one row per logging step
+    tensorboard/    the same values as TensorBoard event files
+    checkpoints/    the two newest checkpoints (labkit/checkpoints.py)
+    samples/        a grid of samples at every checkpoint
+    code.py         the student pieces that trained it, if any (labkit/code.py)
+
+**Identity.** A run's folder name says every setting that changes what the
+model learns, steps and code included (`RunConfig.identity`): settings at the
+course's defaults are left out, the others are spelled out, e.g.
+`dcgan_z16_g16_d16_steps5000_seed2022_devery2`. So a run is found again by
+asking for the same settings, and different settings never share a folder.
+Logging, saving and the device are not part of it: they may change when a
+run is resumed.
+
+**Where.** Every run lives under one root (`runs_root`), shared by the
+`labkit` command and the notebooks: a run trained in a shell is the one a
+notebook loads, and the other way round.
+
+**Safety.** config.json and rewrites of history.csv go through a temporary
+file and a rename, so a kill leaves the old file or the new one, never half
+of one; a row torn by a kill during an append is dropped, with a warning,
+when the history is read. One process at a time may train a run folder
+(`RunLock`); reading a run writes nothing, so a read-only folder of runs
+(an instructor's) can be loaded.
+"""
+
+import csv
+import difflib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+RUN_ONLY = ("logging_steps", "saving_steps", "device")  # may change between a run and its resumption
+
+
+def runs_root():
+    """The folder that holds every run (see the README's "Where runs go").
+
+    1. LABKIT_RUNS, if set;
+    2. else `runs/` in the lab folder: the nearest folder, from the current
+       one upwards, that has a `notebooks/` folder with the lab's notebooks in
+       it (so a shell in the project and a notebook kernel in notebooks/ agree);
+    3. else ./runs.
+    """
+    if os.environ.get("LABKIT_RUNS"):
+        return Path(os.environ["LABKIT_RUNS"])
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if any((folder / "notebooks").glob("01_*.ipynb")):
+            return folder / "runs"
+    return Path("runs")
+
+
+# ---------------------------------------------------------------------------
+# Settings
+
+
+class RunConfig:
+    """What TrainConfig and VAEConfig share: strict loading, identity and a name."""
+
+    @classmethod
+    def from_dict(cls, values):
+        """A config from a dict; an unknown key is an error that suggests the right name."""
+        check_setting_names(cls, values)
+        return cls(**values)
+
+    def updated(self, **changes):
+        """A copy with `changes`, checked like from_dict (a misspelt name is an error)."""
+        return type(self).from_dict({**asdict(self), **changes})
+
+    def identity(self):
+        """{setting: value} of everything that changes what the model learns."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_ONLY}
+
+    def name_parts(self):
+        """The readable name's parts, in order; subclasses say what they are."""
+        raise NotImplementedError
+
+    @property
+    def name(self):
+        """The run folder's name: every setting of `identity`, the defaults left out."""
+        return "_".join(self.name_parts())
+
+    def suffixes(self, short_names):
+        """Name parts for settings that differ from their defaults, e.g. 'devery2' or 'relu'.
+
+        short_names: {setting: name or function(value) -> name part}.
+        """
+        defaults = type(self)()
+        identity, default_identity = self.identity(), defaults.identity()
+        parts = []
+        for key, short in short_names.items():
+            if key in identity and identity[key] != default_identity.get(key, getattr(defaults, key)):
+                value = identity[key]
+                parts.append(short(value) if callable(short) else f"{short}{format_value(value)}")
+        return parts
+
+
+def format_value(value):
+    """A setting's value as it appears in a run name: 0.0002 -> 2e-04, 5000 -> 5000."""
+    if isinstance(value, float):
+        return f"{value:.0e}" if value < 1e-2 else f"{value:g}"
+    return str(value)
+
+
+def check_setting_names(config_class, values):
+    """Refuse unknown setting names, suggesting the nearest known one."""
+    known = [f.name for f in fields(config_class)]
+    for key in values:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; the settings are: {', '.join(known)}"
+            raise ValueError(f"{config_class.__name__} has no setting {key!r}{hint}")
+
+
+def differences(saved, config):
+    """The identity settings in which two configs of one run differ, as text (empty if none)."""
+    a, b = saved.identity(), config.identity()
+    return ", ".join(f"{k}={a.get(k)!r} there vs {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+                     if a.get(k) != b.get(k))
+
+
+# ---------------------------------------------------------------------------
+# Files written safely
+
+
+def write_atomic(path, text):
+    """Write `text` to `path` through a temporary file and a rename: the old file or the new, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, value):
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path, what="file"):
+    """A JSON file, or a clear error if it is damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({what} is not valid JSON: {err}); "
+                         f"delete the folder {path.parent} to start that run again") from None
+
+
+def read_config(run_dir, config_class):
+    """A run folder's config.json as a `config_class`; a clear error if it is missing or damaged."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a labkit run folder (it has no config.json)")
+    values = read_json(path, "its config.json")
+    try:
+        return config_class.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path} does not hold a {config_class.__name__} ({err})") from None
+
+
+def write_config(run_dir, config):
+    write_json(Path(run_dir) / "config.json", asdict(config))
+
+
+def read_history(run_dir, columns, warn=None):
+    """A run's history.csv as a list of dicts (steps and counts as int, the rest as float).
+
+    A last row cut short by a kill while it was being appended is left out,
+    with a warning (nothing is written: reading never changes a run).
+    """
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return []
+    counts = {"step", "d_updates"}
+    rows = []
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines:
+        return []
+    header, body = lines[0], lines[1:]
+    for number, values in enumerate(body, start=2):
+        try:
+            if len(values) != len(header):
+                raise ValueError("wrong number of values")
+            rows.append({k: (int(v) if k in counts else float(v)) for k, v in zip(header, values)})
+        except ValueError:
+            if number == len(lines):  # the last row: torn by a kill during the append
+                (warn or _warn)(f"labkit: warning: {path} line {number} is incomplete (the run was stopped "
+                                f"while writing it); it is left out")
+                break
+            raise ValueError(f"{path} is damaged at line {number}; delete the run folder to train it again") from None
+    return rows
+
+
+def write_history(run_dir, rows, columns):
+    """Rewrite history.csv with `rows` (atomically)."""
+    lines = [",".join(columns)] + [",".join(repr_value(row[c]) for c in columns) for row in rows]
+    write_atomic(Path(run_dir) / "history.csv", "\n".join(lines) + "\n")
+
+
+def repr_value(value):
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _warn(text):
+    print(text, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------
+# One process per run folder
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss (or a weight) became NaN or infinite."""
+
+
+class RunInUseError(RuntimeError):
+    """Another process is training this run folder."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as a process trains it.
+
+    Uses the `filelock` package (an OS-level lock that is released when the
+    process ends, however it ends, so a killed run never leaves a stale lock).
+    The holder writes its process id and host into the lock file, so a second
+    process can say who holds it.
+    """
+
+    def __init__(self, run_dir):
+        from filelock import FileLock
+
+        self.path = Path(run_dir) / ".lock"
+        self.lock = FileLock(str(self.path), timeout=0)
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire()
+        except Timeout:
+            try:
+                holder = self.path.read_text().strip() or "another process"
+            except OSError:
+                holder = "another process"
+            raise RunInUseError(f"{self.path.parent} is being trained by {holder}; wait for it to finish "
+                                f"(or stop it), then run this again") from None
+        with open(self.path, "w") as f:
+            f.write(f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})\n")
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+# ---------------------------------------------------------------------------
+# Checks before a run folder is used
+
+
+def check_run_folder(run_dir):
+    """Refuse a path that cannot be a run folder, before anything is written.
+
+    It may be missing (a new run), an empty folder, or a labkit run folder; not
+    a file, not under a file, and not a folder of someone's other files.
+    """
+    run_dir = Path(run_dir)
+    for parent in (run_dir, *run_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == run_dir else f"is under {parent}, which is a file"
+            raise ValueError(f"{run_dir} {what}; a run needs a folder: choose another path")
+    others = [p for p in run_dir.iterdir() if not labkit_made(p)] if run_dir.is_dir() else []
+    if others and not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir} holds files that are not a labkit run; labkit writes only into a new "
+                         f"folder or a run folder of its own: choose another path")
+
+
+def labkit_made(path):
+    """Files labkit puts into a run folder before its config.json: its lock, a sweep's result of a failed run."""
+    return path.name == ".lock" or (path.name.startswith("fid_") and path.suffix == ".json")
+
+
+def check_writable(folder):
+    """Refuse a folder (or its nearest existing parent) that this process cannot write to."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to {existing} (permission denied); choose a folder you can write to")
+
+
+# ---------------------------------------------------------------------------
+# Devices
+
+
+def resolve_device(name="auto"):
+    """A torch.device from "auto" (CUDA if present), "cpu", "cuda" or "cuda:N", with a clear error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU number), got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU; use device 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} does not exist: PyTorch sees {torch.cuda.device_count()} GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def describe_device(device):
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def forked_rng(device):
+    """A context that restores the caller's global RNG states (CPU, and `device` if CUDA) on exit."""
+    import torch
+
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
+# ---------------------------------------------------------------------------
+# Opening a run to train it, and writing it as it trains
+
+
+def saved_state(run_dir, config, kind, device):
+    """The newest checkpoint's state of the run in `run_dir`, or None if it is new. Reads only.
+
+    Refuses a folder whose run has other settings (config.json) or whose
+    checkpoint was written by another run.
+    """
+    from .checkpoints import CheckpointError, load_latest
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise ValueError(f"{run_dir} has checkpoints but no config.json; it is not a run labkit can resume")
+        return None
+    saved = read_config(run_dir, type(config))
+    changed = differences(saved, config)
+    if changed:
+        hint = ("to train a finished run on for more steps, extend it (labkit extend, lab.extend); "
+                if saved.identity() | {"num_training_steps": 0} == config.identity() | {"num_training_steps": 0}
+                else "")
+        raise ValueError(f"{run_dir} holds a run with other settings ({changed}); {hint}"
+                         f"choose another folder, or leave the folder out to use the run's own")
+    state = load_latest(run_dir, kind, map_location=device)
+    if state is None:
+        return None
+    written_by = type(config).from_dict(state["config"])
+    changed = differences(written_by.updated(num_training_steps=config.num_training_steps), config)
+    if changed or state["step"] > config.num_training_steps:
+        raise CheckpointError(f"the checkpoint of {run_dir} (step {state['step']}) was written by a run with other "
+                              f"settings ({changed or 'more steps'}); delete that folder to train the run again")
+    return state
+
+
+def load_weights(model, state_dict, what, run_dir):
+    """model.load_state_dict, with a clear error if the weights belong to another model."""
+    from .checkpoints import CheckpointError
+
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise CheckpointError(f"the {what} in the checkpoint of {run_dir} does not fit the model its settings "
+                              f"describe ({str(err).splitlines()[0]}); delete that folder to train the run again") from None
+
+
+def announce(run_dir, start_step, steps, device):
+    """The one line a trainer prints before it starts."""
+    if start_step == 0:
+        return f"labkit: training {run_dir} ({steps} steps) on {describe_device(device)}"
+    return f"labkit: resuming {run_dir} at step {start_step} of {steps} on {describe_device(device)}"
+
+
+class RunWriter:
+    """What a run writes while it trains: history rows, TensorBoard scalars, sample grids, checkpoints."""
+
+    def __init__(self, run_dir, start_step, columns, tag=None):
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
+
+        self.run_dir, self.columns = Path(run_dir), columns
+        self.tag = tag or (lambda key: key)
+        self.tensorboard = SummaryWriter(self.run_dir / "tensorboard", purge_step=start_step + 1)
+        self.history_file = open(self.run_dir / "history.csv", "a", newline="")
+
+    def log(self, row):
+        self.history_file.write(",".join(repr_value(row[c]) for c in self.columns) + "\n")
+        self.history_file.flush()
+        for key in self.columns[1:]:
+            self.tensorboard.add_scalar(self.tag(key), row[key], row["step"])
+
+    def save(self, state, samples):
+        """Write the checkpoint `state` (atomically; all but the two newest are deleted) and a grid of `samples`."""
+        import torch
+        from torchvision.utils import save_image
+
+        from .checkpoints import checkpoint_path, remove_older_checkpoints, save_atomic
+        from .data import to_unit_range
+
+        step = state["step"]
+        for name, weights in state["models"].items():
+            if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
+                raise TrainingDiverged(f"the {name}'s weights became NaN or infinite by step {step}; training "
+                                       f"stopped and they were not saved. Try a lower learning rate or another seed.")
+        grid = self.run_dir / "samples" / f"step-{step:06d}.png"
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        tmp = grid.with_name(f".{grid.name}.tmp.png")
+        try:
+            save_image(to_unit_range(samples), tmp, nrow=8)
+            os.replace(tmp, grid)
+        finally:
+            tmp.unlink(missing_ok=True)
+        save_atomic(state, checkpoint_path(self.run_dir, step))
+        remove_older_checkpoints(self.run_dir)
+        self.tensorboard.flush()
+
+    def close(self):
+        try:
+            self.tensorboard.close()
+        finally:
+            self.history_file.close()
+
+
+def prepare_run_folder(run_dir, config, state, columns, source=None):
+    """Before training: write config.json (and code.py), and cut history.csv back to the checkpoint.
+
+    Returns the history up to the checkpoint we resume from. Rows logged after
+    it are redone by the resumed run, so they are dropped here.
+    """
+    run_dir = Path(run_dir)
+    history = []
+    if state is not None:
+        history = [row for row in read_history(run_dir, columns) if row["step"] <= state["step"]]
+    write_config(run_dir, config)
+    if source:
+        write_atomic(run_dir / "code.py", f"# The student code that trained this run ({config.code}).\n\n{source}\n")
+    write_history(run_dir, history, columns)
+    return history
