@@ -21,7 +21,6 @@ gives partial results.
 """
 
 import argparse
-import json
 import math
 import platform
 import sys

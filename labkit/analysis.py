@@ -77,7 +77,7 @@ def count_digits(images, threshold=0.7, classifier=None):
         expected = MNIST_TRAIN_COUNTS / MNIST_TRAIN_COUNTS.sum() * n
         chi2, p_value = stats.chisquare(counts, expected)
         share = counts[counts > 0] / n
-        entropy = float(-(share * np.log2(share)).sum())
+        entropy = max(0.0, float(-(share * np.log2(share)).sum()))  # max: no "-0.00" for one digit
     else:
         chi2, p_value, entropy = math.nan, math.nan, 0.0
     return DigitCounts(counts, int((~sure).sum()), float(chi2), float(p_value), entropy, threshold)

@@ -102,12 +102,13 @@ def cmd_extend(args):
 
 
 def _png_path(path):
+    from .runs import check_folder_path, check_writable
+
+    check_folder_path(path.parent, "the image")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"--out {path} is a folder; give a file name such as {path / 'samples.png'}")
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise ValueError(f"--out must be an image file ending in .png or .jpg, got {path}")
-    if path.is_dir():
-        raise ValueError(f"--out {path} is a folder; give a file name such as {path / 'samples.png'}")
-    from .runs import check_writable
-
     check_writable(path.parent)
     return path
 
@@ -303,7 +304,10 @@ def main(argv=None):
         from .metrics import WeightsNotFoundError
         from .runs import RunInUseError, TrainingDiverged
 
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as stop:  # --help, or a usage error already reported in one line
+            return stop.code
         try:
             status = args.func(args)
         except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, WeightsNotFoundError,

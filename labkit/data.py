@@ -36,9 +36,25 @@ def data_root(root=None):
     return Path(root or os.environ.get("LABKIT_DATA") or "data")
 
 
+# Sizes of the four uncompressed files, to tell a damaged file from a missing one.
+MNIST_SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
+               "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}
+
+
+def check_mnist_files(raw):
+    """Refuse an MNIST file that is there but of the wrong size (cut short by a copy or a download)."""
+    for name, size in MNIST_SIZES.items():
+        path = Path(raw) / name
+        if path.is_file() and path.stat().st_size != size:
+            raise DatasetNotFoundError(
+                f"the MNIST file {path} is damaged ({path.stat().st_size:,} bytes; a good copy has {size:,}): "
+                f"delete it so that it is downloaded again, or copy a good one there")
+
+
 def _torchvision_mnist(root, train):
     from torchvision.datasets import MNIST
 
+    check_mnist_files(Path(root) / "MNIST" / "raw")
     try:
         return MNIST(root=str(root), train=train, download=True)
     except Exception as err:  # urllib, socket and checksum errors all end here

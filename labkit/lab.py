@@ -22,13 +22,15 @@ otherwise, saying which it did. The run's folder name holds its settings
 never changes what another notebook loads.
 """
 
+import csv
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from .runs import runs_root
+from .runs import describe_device, runs_root
 
 
 @dataclass(frozen=True)
@@ -205,13 +207,44 @@ def seconds_per_step(hidden_dim=16, steps=5):
     return (time.perf_counter() - start) / steps
 
 
-def banner():
-    """Print the profile and device; on a CPU with the default profile, say what it costs."""
+LAB_TIME_CSV = Path(__file__).parent / "assets" / "lab_time.csv"
+
+
+def measured_minutes(notebook, profile_name):
+    """(minutes, where) a notebook took in a profile, from bench/lab_time.py's table; None if not measured."""
+    if not LAB_TIME_CSV.is_file():
+        return None
+    with open(LAB_TIME_CSV, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["profile"] == profile_name and row["notebook"].startswith(str(notebook)):
+                return float(row["minutes"]), row["machine"]
+    return None
+
+
+def banner(notebook=None):
+    """Print the profile, the device and where runs go; with `notebook` ("01", ...), what it costs here."""
     p, dev = profile(), device()
-    print(f"labkit lab, {describe_choice()}; device: {dev}; runs in {runs_dir().resolve()}")
-    if dev.type == "cpu" and p.name == "default":
+    print(f"labkit lab, {describe_choice()}")
+    print(f"device: {describe_device(dev)}; runs in {runs_dir().resolve()}")
+    measured = measured_minutes(notebook, p.name) if notebook else None
+    if notebook and dev.type == "cpu" and p.name == "default":
         minutes = seconds_per_step(16) * p.steps / 60
-        print(f"No GPU: one default run (5000 steps, hidden 16) takes about {minutes:.0f} min here, more at "
-              f"larger hidden sizes. For settings that still teach on a CPU, run lab.use(\"cpu\") in a cell.")
-    elif p.name != "default":
-        print('For the full lab on a GPU: lab.use("default").')
+        print(f"No GPU: one default run (5000 steps, hidden 16) takes about {minutes:.0f} min here, more at larger "
+              f"hidden sizes, and an Inception FID on 3000 images about 7 min. On a laptop: lab.use(\"cpu\").")
+    elif measured:
+        minutes, machine = measured
+        print(f"This notebook in the '{p.name}' profile: about {minutes:.0f} min on {machine} when nothing is "
+              f"trained yet (bench/lab_time.py); runs trained before are loaded, not trained again.")
+    elif notebook and dev.type == "cuda":
+        print(f"This notebook in the '{p.name}' profile on a GPU: time not measured yet (bench/lab_time.py).")
+    others = [name for name in PROFILES if name != p.name]
+    print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
+
+
+def show(obj):
+    """Show a function's or class's source in the notebook, as the lesson's code to read."""
+    import inspect
+
+    from IPython.display import Code, display
+
+    display(Code(inspect.getsource(obj), language="python"))

@@ -30,6 +30,7 @@ from .data import load_mnist, to_unit_range
 BACKBONES = ("inception", "mnist")
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 _models = {}  # (backbone, device) -> loaded model; loading Inception takes seconds
+_warned = {}  # warnings given once per process
 
 
 class WeightsNotFoundError(RuntimeError):
@@ -246,9 +247,11 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
         np.savez(tmp, mu=mu, sigma=sigma)
         os.replace(tmp, path)
     except OSError as err:  # a read-only or full cache costs time next call, never the result
-        print(f"labkit: warning: could not cache real-image statistics in {cache_dir()} "
-              f"({err.strerror or err}); they will be computed again next time. Set LABKIT_CACHE to a "
-              f"folder you can write to.", file=sys.stderr)
+        if not _warned.get("cache"):
+            _warned["cache"] = True
+            print(f"labkit: warning: could not cache real-image statistics in {cache_dir()} "
+                  f"({err.strerror or err}); they will be computed again next time. Set LABKIT_CACHE to a "
+                  f"folder you can write to.", file=sys.stderr)
     finally:
         tmp.unlink(missing_ok=True)
     return mu, sigma

@@ -117,22 +117,33 @@ def _fmt(mean, std=math.nan, best=math.nan):
     return text
 
 
-def compare(experiment, yours=None, label="your run"):
-    """The course's number, labkit's reference and `yours` (a metrics.FID, or None), as printable lines."""
+def compare(experiment, yours=None, backbone=None, count=None, label=None):
+    """The course's number, labkit's reference and yours, side by side, as printable text.
+
+    yours: a metrics.FID, or a text such as "41.2 ± 3.1 (3 seeds)" with its
+    `backbone` ("inception" or "mnist") and image `count`.
+    """
+    if hasattr(yours, "backbone"):
+        yours, backbone, count = f"{yours.value:.2f}", yours.backbone, yours.n_fake
     course, ref = COURSE.get(experiment), load().get(experiment)
-    lines = [f"{experiment}:"]
-    lines.append(f"  course (Inception FID, 3000 vs 3000):   {course.text if course else 'no number'}")
+    lines = [f"{label or experiment}"]
+    lines.append(f"  course, Inception FID (3000 vs 3000):      {course.text if course else 'not reported'}")
     if ref:
-        seeds = f"{int(ref['runs'])} seed{'s' if ref['runs'] > 1 else ''}"
-        lines.append(f"  labkit reference, Inception FID:        "
-                     f"{_fmt(ref['fid_mean'], ref['fid_std'], ref['fid_best'])}, {seeds}")
-        lines.append(f"  labkit reference, MNIST-FID (10000):    {_fmt(ref['mnist_fid_mean'], ref['mnist_fid_std'])}")
+        lines.append(f"  labkit reference, Inception FID (3000):    "
+                     f"{_fmt(ref['fid_mean'], ref['fid_std'], ref['fid_best'])}, {_seeds(ref)}")
+        lines.append(f"  labkit reference, MNIST-FID (10000):       {_fmt(ref['mnist_fid_mean'], ref['mnist_fid_std'])}")
     else:
-        lines.append("  labkit reference:                       not measured (bench/reference_results.py)")
+        lines.append("  labkit reference:                          not measured on a CPU (GPU: not measured)")
     if yours is not None:
-        lines.append(f"  {label + ':':<40}{yours}")
-        lines.append(f"  compare yours with the {'reference Inception FID' if yours.backbone == 'inception' else 'reference MNIST-FID'}"
-                     + ("" if (yours.backbone == "inception" and yours.n_fake == 3000)
-                        or (yours.backbone == "mnist" and yours.n_fake == 10000)
-                        else f" only roughly: yours is on {yours.n_fake} images, and FID grows as the count shrinks"))
+        name = "Inception FID" if backbone == "inception" else "MNIST-FID"
+        lines.append(f"  {f'yours, {name} ({count}):':<43}{yours}")
+        same = (backbone == "inception" and count == 3000) or (backbone == "mnist" and count == 10000)
+        lines.append(f"  -> compare yours with the labkit reference's {name}"
+                     + ("" if same else f" only roughly: yours uses {count} images, and FID grows as the count "
+                                        f"shrinks"))
     return "\n".join(lines)
+
+
+def _seeds(ref):
+    runs = int(ref["runs"])
+    return f"{runs} seed{'s' if runs > 1 else ''}"

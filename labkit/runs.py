@@ -279,14 +279,20 @@ def check_run_folder(run_dir):
     a file, not under a file, and not a folder of someone's other files.
     """
     run_dir = Path(run_dir)
-    for parent in (run_dir, *run_dir.parents):
-        if parent.exists() and not parent.is_dir():
-            what = "is a file" if parent == run_dir else f"is under {parent}, which is a file"
-            raise ValueError(f"{run_dir} {what}; a run needs a folder: choose another path")
+    check_folder_path(run_dir, "a run")
     others = [p for p in run_dir.iterdir() if not labkit_made(p)] if run_dir.is_dir() else []
     if others and not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} holds files that are not a labkit run; labkit writes only into a new "
                          f"folder or a run folder of its own: choose another path")
+
+
+def check_folder_path(folder, what="this"):
+    """Refuse a folder path that is a file, or lies under a file."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == folder else f"is under {parent}, which is a file"
+            raise ValueError(f"{folder} {where}; {what} needs a folder: choose another path")
 
 
 def labkit_made(path):
@@ -354,7 +360,7 @@ def saved_state(run_dir, config, kind, device):
     Refuses a folder whose run has other settings (config.json) or whose
     checkpoint was written by another run.
     """
-    from .checkpoints import CheckpointError, load_latest
+    from .checkpoints import load_latest
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -370,14 +376,24 @@ def saved_state(run_dir, config, kind, device):
         raise ValueError(f"{run_dir} holds a run with other settings ({changed}); {hint}"
                          f"choose another folder, or leave the folder out to use the run's own")
     state = load_latest(run_dir, kind, map_location=device)
-    if state is None:
-        return None
-    written_by = type(config).from_dict(state["config"])
-    changed = differences(written_by.updated(num_training_steps=config.num_training_steps), config)
+    if state is not None:
+        check_checkpoint_config(state, config, run_dir)
+    return state
+
+
+def check_checkpoint_config(state, config, run_dir):
+    """Refuse a checkpoint written by a run with other settings than `config` (a file copied in by hand)."""
+    from .checkpoints import CheckpointError
+
+    try:
+        written_by = type(config).from_dict(state["config"]).updated(num_training_steps=config.num_training_steps)
+    except (TypeError, ValueError):
+        changed = "settings this labkit does not know"
+    else:
+        changed = differences(written_by, config)
     if changed or state["step"] > config.num_training_steps:
         raise CheckpointError(f"the checkpoint of {run_dir} (step {state['step']}) was written by a run with other "
                               f"settings ({changed or 'more steps'}); delete that folder to train the run again")
-    return state
 
 
 def load_weights(model, state_dict, what, run_dir):
@@ -387,8 +403,11 @@ def load_weights(model, state_dict, what, run_dir):
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:
+        detail = next((line.strip().rstrip(".") for line in str(err).splitlines()
+                       if "size mismatch" in line or "Missing key" in line or "Unexpected key" in line),
+                      str(err).splitlines()[0])
         raise CheckpointError(f"the {what} in the checkpoint of {run_dir} does not fit the model its settings "
-                              f"describe ({str(err).splitlines()[0]}); delete that folder to train the run again") from None
+                              f"describe ({detail}); delete that folder to train the run again") from None
 
 
 def announce(run_dir, start_step, steps, device):

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import BACKBONES
-from .runs import RunInUseError, check_writable, read_json, resolve_device, runs_root, write_json
+from .runs import (RunInUseError, check_folder_path, check_writable, read_json, resolve_device, runs_root,
+                   write_json)
 from .together import resume_step, train_together, why_not_together
 from .train import TrainConfig, check_seed, train
 
@@ -233,8 +234,9 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
                for z, h, s in grid(latent_dims, hidden_dims, seeds)]  # validates every size before any training
     out_dir = Path(out_dir) if out_dir is not None else \
         runs_dir / "sweeps" / sweep_name(base, latent_dims, hidden_dims, seeds, backbone, fid_count)
-    check_writable(runs_dir)
-    check_writable(out_dir)
+    for folder in (runs_dir, out_dir):
+        check_folder_path(folder, "the sweep")
+        check_writable(folder)
     todo = shard_of(configs, shard)
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
 

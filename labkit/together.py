@@ -237,6 +237,7 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
     states = [saved_state(d, c, CHECKPOINT_KIND, device) for d, c in zip(run_dirs, configs)]
     if all(s is not None and s["step"] >= config.num_training_steps for s in states):
         return [_run_from_state(d, c, s, device, code) for d, c, s in zip(run_dirs, configs, states)]
+    images = load_mnist("train", device=device)[0]  # a missing dataset is reported before anything is written
     for run_dir in run_dirs:
         check_writable(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -249,10 +250,10 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
             raise ValueError(f"runs to train together must be at the same step; these are at {sorted(start_steps)}")
         with forked_rng(device):
             return _train_together(config, seeds, configs, run_dirs, states, start_steps.pop(), device, code,
-                                   progress, on_log)
+                                   progress, on_log, images)
 
 
-def _train_together(config, seeds, configs, run_dirs, states, start_step, device, code, progress, on_log):
+def _train_together(config, seeds, configs, run_dirs, states, start_step, device, code, progress, on_log, images):
     # Each seed's models, built exactly as `train` builds them.
     generators, discriminators, torch_rng_states = [], [], []
     for c in configs:
@@ -284,7 +285,6 @@ def _train_together(config, seeds, configs, run_dirs, states, start_step, device
     if start_step < config.num_training_steps:
         from tqdm.auto import tqdm
 
-        images = load_mnist("train", device=device)[0]
         samplers = [BatchSampler(len(images), config.batch_size, c.seed, device) for c in configs]
         sample_noise = fixed_noise(config.latent_dim, device=device)
         writers = [RunWriter(d, start_step, HISTORY_COLUMNS) for d in run_dirs]

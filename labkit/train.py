@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, checkpoint_path, latest_checkpoint, load_latest, make_checkpoint
-from .code import LABKIT_GAN, REFERENCE, GANCode, check_code
+from .code import LABKIT_GAN, REFERENCE, check_code
 from .data import MNIST_TRAIN_SIZE, BatchSampler, load_mnist
 from .models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, evaluating
-from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_run_folder, check_writable, forked_rng,
-                   load_weights, prepare_run_folder, read_config, read_history, resolve_device, runs_root,
-                   saved_state, write_config, write_history)
+from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
+                   check_run_folder, check_writable, forked_rng, load_weights, prepare_run_folder, read_config,
+                   read_history, resolve_device, runs_root, saved_state, write_config, write_history)
 from .step import gan_step, needs_losses
 
 HISTORY_COLUMNS = ("step", "discriminator_loss", "generator_loss", "D_x", "D_G_z1", "D_G_z2", "d_updates")
@@ -194,6 +194,7 @@ def load_run(run_dir, device="cpu", code=None):
     state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
     if state is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
+    check_checkpoint_config(state, config, run_dir)
     return _run_from_state(run_dir, config, state, device, code)
 
 
@@ -253,6 +254,7 @@ def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, *
     if state is not None and state["step"] >= config.num_training_steps:
         say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
         return _run_from_state(run_dir, config, state, device, code)
+    images = load_mnist("train", device=device)  # a missing dataset is reported before anything is written
     check_writable(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
@@ -261,10 +263,10 @@ def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, *
             say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
             return _run_from_state(run_dir, config, state, device, code)
         with forked_rng(device):
-            return _train(config, run_dir, device, state, code, progress, say, on_log)
+            return _train(config, run_dir, device, state, code, progress, say, on_log, images[0])
 
 
-def _train(config, run_dir, device, state, code, progress, say, on_log):
+def _train(config, run_dir, device, state, code, progress, say, on_log, images):
     from tqdm.auto import tqdm
 
     torch.manual_seed(config.seed)
@@ -289,7 +291,7 @@ def _train(config, run_dir, device, state, code, progress, say, on_log):
         start_step = state["step"]
         d_updates, prev_loss_g = state["counters"]["d_updates"], state["counters"]["prev_generator_loss"]
 
-    images = load_mnist("train", device=device)[0].contiguous(memory_format=memory_format)
+    images = images.contiguous(memory_format=memory_format)
     history = prepare_run_folder(run_dir, config, state, HISTORY_COLUMNS,
                                  source=code.source() if code.student_pieces else None)
     batches = BatchSampler(len(images), config.batch_size, config.seed, device)

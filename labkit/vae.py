@@ -28,10 +28,9 @@ from .checkpoints import CheckpointError, latest_checkpoint, load_latest, make_c
 from .code import LABKIT_VAE, REFERENCE, check_code
 from .data import BatchSampler, load_mnist
 from .models import VAE, evaluating
-from .runs import (RunConfig, RunLock, RunWriter, announce, check_run_folder, check_writable, forked_rng,
-                   load_weights, prepare_run_folder, read_config, read_history, resolve_device, runs_root,
-                   saved_state)
-from .runs import TrainingDiverged
+from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
+                   check_run_folder, check_writable, forked_rng, load_weights, prepare_run_folder, read_config,
+                   read_history, resolve_device, runs_root, saved_state)
 from .train import check_seed, check_whole, fixed_noise
 
 VAE_COLUMNS = ("step", "train_loss", "train_kl", "train_reconstruction", "dev_loss", "dev_kl", "dev_reconstruction")
@@ -124,6 +123,7 @@ def load_vae_run(run_dir, device="cpu", code=None):
     state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
     if state is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
+    check_checkpoint_config(state, config, run_dir)
     return _run_from_state(run_dir, config, state, device)
 
 
@@ -150,6 +150,7 @@ def train_vae(config=None, out_dir=None, *, code=None, progress=True, **override
     if state is not None and state["step"] >= config.num_training_steps:
         say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
         return _run_from_state(run_dir, config, state, device)
+    images = load_mnist("train", device=device)[0]  # a missing dataset is reported before anything is written
     check_writable(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
@@ -158,10 +159,10 @@ def train_vae(config=None, out_dir=None, *, code=None, progress=True, **override
             say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
             return _run_from_state(run_dir, config, state, device)
         with forked_rng(device):
-            return _train_vae(config, run_dir, device, state, code, progress, say)
+            return _train_vae(config, run_dir, device, state, code, progress, say, images)
 
 
-def _train_vae(config, run_dir, device, state, code, progress, say):
+def _train_vae(config, run_dir, device, state, code, progress, say, images):
     from tqdm.auto import tqdm
 
     torch.manual_seed(config.seed)
@@ -175,7 +176,7 @@ def _train_vae(config, run_dir, device, state, code, progress, say):
         noise_rng.set_state(state["rng"]["noise"].cpu())
         start_step = state["step"]
 
-    train_images, dev_images = split_train_dev(load_mnist("train", device=device)[0], config.dev_size)
+    train_images, dev_images = split_train_dev(images, config.dev_size)
     history = prepare_run_folder(run_dir, config, state, VAE_COLUMNS,
                                  source=code.source() if code.student_pieces else None)
     batches = BatchSampler(len(train_images), config.batch_size, config.seed, device)

@@ -1,0 +1,251 @@
+"""The public checks of the lab's exercises: each says what it checked, or what is wrong and how to look.
+
+Every check compares a student's piece with labkit's reference (labkit.models,
+labkit.step, labkit.analysis) on the same inputs. A passing check prints one
+line per property; a failing one raises AssertionError with a message meant
+for the student. The instructor's notebooks add hidden checks after these.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+def ok(text):
+    print(f"  ok  {text}")
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def copy_weights(source, target):
+    """Load `source`'s parameters and buffers into `target` by position (names may differ).
+
+    Two networks with the same layers in the same order then compute the same
+    function; a wrong layer shows up as a shape that does not fit.
+    """
+    src, dst = list(source.state_dict().values()), target.state_dict()
+    assert len(src) == len(dst), (f"your network has {len(dst)} weight and buffer tensors, the course's has "
+                                  f"{len(src)}: a layer is missing or extra")
+    for (name, tensor), value in zip(dst.items(), src):
+        assert tensor.shape == value.shape, (f"your layer tensor {name} has shape {tuple(tensor.shape)} where the "
+                                             f"course's has {tuple(value.shape)}: check that layer's sizes and order")
+    target.load_state_dict(dict(zip(dst, src)))
+
+
+def same_function(mine, reference, inputs, what):
+    """With the reference's weights, `mine` must compute what `reference` computes (train and eval mode)."""
+    copy_weights(reference, mine)
+    for mode in ("train", "eval"):
+        mine.train(mode == "train"), reference.train(mode == "train")
+        with torch.no_grad():
+            a, b = mine(inputs), reference(inputs)
+        assert a.shape == b.shape, f"{what} returns shape {tuple(a.shape)}, the course's {tuple(b.shape)}"
+        gap = (a - b).abs().max().item()
+        assert gap < 1e-5, (f"{what} computes something else than the course's network with the same weights "
+                            f"({mode} mode, largest difference {gap:.3g}): check the layers' order, activations "
+                            f"(LeakyReLU slope 0.2), BatchNorm placement and the final activation")
+
+
+def not_labkits(piece, reference, what):
+    assert piece is not reference and not (isinstance(piece, type) and issubclass(piece, reference)), \
+        f"{what} is labkit's own; write your own version in the cell above"
+
+
+# ---------------------------------------------------------------------------
+# Notebook 1
+
+
+def dcgan_networks(Generator, Discriminator):
+    """The course's DCGAN generator and discriminator."""
+    from .models import DCGANDiscriminator, DCGANGenerator
+
+    torch.manual_seed(0)
+    for latent, hidden, expected in ((16, 16, 57_937), (100, 16, 143_953)):
+        G = Generator(latent, hidden)
+        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {count(G):,} parameters; the course's "
+                                      f"has {expected:,}")
+        ok(f"Generator({latent}, {hidden}) has {expected:,} parameters")
+    G, D = Generator(16, 16), Discriminator(16)
+    assert count(D) == count(DCGANDiscriminator(16)), \
+        f"Discriminator(16) has {count(D):,} parameters; the course's has {count(DCGANDiscriminator(16)):,}"
+    ok(f"Discriminator(16) has {count(D):,} parameters")
+    z = torch.randn(8, 16)
+    with torch.no_grad():
+        images = G(z)
+        assert images.shape == (8, 1, 32, 32), f"G(z) has shape {tuple(images.shape)}; expected (8, 1, 32, 32)"
+        assert images.min() >= -1 and images.max() <= 1, "G's images must lie in [-1, 1] (a Tanh at the end)"
+        ok("G maps (8, 16) codes to (8, 1, 32, 32) images in [-1, 1]")
+        p = D(images)
+        assert p.shape == (8,), f"D(images) has shape {tuple(p.shape)}; expected one probability per image, (8,)"
+        assert ((p > 0) & (p < 1)).all(), "D's outputs must be probabilities in (0, 1) (a Sigmoid at the end)"
+        assert torch.allclose(torch.sigmoid(D.logits(images)), p, atol=1e-6), \
+            "D.logits(x) must be D's score before its final Sigmoid: sigmoid(D.logits(x)) == D(x)"
+        ok("D gives one probability in (0, 1) per image, and logits before its Sigmoid")
+    same_function(Generator(16, 16), DCGANGenerator(16, 16), z, "your Generator")
+    same_function(Discriminator(16), DCGANDiscriminator(16), torch.rand(8, 1, 32, 32) * 2 - 1, "your Discriminator")
+    ok("with the same weights, both compute what the course's networks compute")
+    print("All public checks passed.")
+
+
+def gan_losses(discriminator_loss, generator_loss):
+    """The step's two losses, from D's logits."""
+    from . import step
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(64) * 3, torch.randn(64) * 3
+    for name, mine, ref in (("discriminator_loss", discriminator_loss(real, fake), step.discriminator_loss(real, fake)),
+                            ("generator_loss", generator_loss(fake), step.generator_loss(fake))):
+        assert torch.is_tensor(mine) and mine.dim() == 0, \
+            f"{name} must return one number (a 0-d tensor), the batch mean"
+        assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-6), \
+            f"{name} gives {mine.item():.5f} where it should give {ref.item():.5f}"
+    ok("both losses equal binary cross-entropy with the right targets, averaged over the batch")
+    # A sure discriminator: sigmoid(+-40) is exactly 1.0 / 0.0 in float32.
+    sure_real, sure_fake = torch.full((4,), 40.0, requires_grad=True), torch.full((4,), -40.0, requires_grad=True)
+    loss_d = discriminator_loss(sure_real, sure_fake)
+    loss_g = generator_loss(sure_fake)
+    assert math.isfinite(loss_d.item()) and math.isfinite(loss_g.item()), (
+        "a loss is infinite or NaN when D is sure (logits of +-40, probabilities of exactly 1 and 0): "
+        "compute it from the logits, e.g. with F.binary_cross_entropy_with_logits, not from torch.sigmoid")
+    loss_g.backward()
+    grad = sure_fake.grad
+    assert grad is not None and torch.isfinite(grad).all(), "generator_loss must have a finite gradient"
+    assert grad.abs().sum() > 0.5, ("generator_loss has (almost) no gradient where D is sure G's images are fake: "
+                                    "that is the saturating loss log(1 - D(G(z))); use -log D(G(z)) instead")
+    ok("finite losses and gradients when D is sure (probabilities of exactly 0 and 1)")
+    ok("G's loss is non-saturating: it still has a gradient where D rejects every fake")
+    print("All public checks passed.")
+
+
+# ---------------------------------------------------------------------------
+# Notebook 4
+
+
+def rebalancing_rule(update_discriminator):
+    """update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0)."""
+    from .step import update_discriminator as reference
+
+    cases = [((1, 0.5, None), {}), ((2, 0.5, 1.0), {}),  # the course: D updates every step
+             ((1, 0.5, None), {"every": 2}), ((2, 0.5, 1.0), {"every": 2}), ((3, 0.5, 1.0), {"every": 2}),
+             ((4, 0.5, 1.0), {"every": 2}),
+             ((5, 0.5, 1.0), {"pause_ratio": 0.8}),  # 0.5 / 1.0 < 0.8: D is winning, pause
+             ((5, 0.9, 1.0), {"pause_ratio": 0.8}),  # 0.9 >= 0.8: update
+             ((1, 0.1, None), {"pause_ratio": 0.8})]  # no G loss yet at step 1: update
+    for args, kwargs in cases:
+        got, want = update_discriminator(*args, **kwargs), reference(*args, **kwargs)
+        assert bool(got) == want, (f"update_discriminator(step={args[0]}, loss_D={args[1]}, loss_G={args[2]}"
+                                   f"{''.join(f', {k}={v}' for k, v in kwargs.items())}) returned {got}; "
+                                   f"D should {'update' if want else 'skip'} at that step")
+    ok("every=1: D updates at every step")
+    ok("every=2: D updates at steps 1, 3, 5, ... and skips 2, 4, ...")
+    ok("pause_ratio=0.8: D pauses while loss_D / loss_G < 0.8, and never before G has a loss")
+    print("All public checks passed.")
+
+
+# ---------------------------------------------------------------------------
+# Notebook 5
+
+
+def interpolation(interpolation_latents, slerp):
+    """interpolation_latents(z1, z2, start, stop, steps, method) and slerp(z1, z2, t)."""
+    from . import analysis
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(3, 16), torch.randn(3, 16)
+    for start, stop, steps in ((0.0, 1.0, 5), (-1.0, 2.0, 7)):
+        mine = interpolation_latents(z1, z2, start, stop, steps, "linear")
+        ref = analysis.interpolation_latents(z1, z2, start, stop, steps, "linear")
+        assert tuple(mine.shape) == tuple(ref.shape), \
+            f"codes have shape {tuple(mine.shape)}; expected {tuple(ref.shape)} (pairs, steps, latent)"
+        assert torch.allclose(mine, ref, atol=1e-5), \
+            f"the linear codes over [{start}, {stop}] are not (1 - l) z1 + l z2"
+    ok("linear codes (1 - l) z1 + l z2 over [0, 1] and [-1, 2], shape (pairs, steps, latent)")
+    t = torch.tensor([[0.0], [0.25], [1.0]])
+    mine, ref = slerp(z1, z2, t), analysis.slerp(z1, z2, t)
+    assert torch.allclose(mine, ref, atol=1e-4), "slerp(z1, z2, t) does not follow the great circle from z1 to z2"
+    assert torch.allclose(slerp(z1, z2, torch.zeros(3, 1)), z1, atol=1e-5) and \
+        torch.allclose(slerp(z1, z2, torch.ones(3, 1)), z2, atol=1e-5), \
+        "slerp must start at z1 (t=0) and end at z2 (t=1)"
+    ok("slerp starts at z1, ends at z2 and follows the great circle between them")
+    mine = interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp")
+    assert torch.allclose(mine, analysis.interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp"), atol=1e-4), \
+        "interpolation_latents(..., method='slerp') must use slerp for every step"
+    ok("method='slerp' walks the same steps along the great circle")
+    print("All public checks passed.")
+
+
+# ---------------------------------------------------------------------------
+# Notebook 7
+
+
+def mlp_networks(MLPGenerator, MLPDiscriminator):
+    """The MLP GAN's generator, and its discriminator with and without BatchNorm."""
+    from . import models
+
+    torch.manual_seed(0)
+    G, D = MLPGenerator(16), MLPDiscriminator()
+    for mine, ref, what in ((G, models.MLPGenerator(16), "MLPGenerator(16)"),
+                            (D, models.MLPDiscriminator(), "MLPDiscriminator()"),
+                            (MLPDiscriminator(batch_norm=True), models.MLPDiscriminator(batch_norm=True),
+                             "MLPDiscriminator(batch_norm=True)")):
+        assert count(mine) == count(ref), f"{what} has {count(mine):,} parameters; the course's has {count(ref):,}"
+        ok(f"{what} has {count(ref):,} parameters")
+    batch_norms = sum(isinstance(m, nn.BatchNorm1d) for m in MLPDiscriminator(batch_norm=True).modules())
+    assert batch_norms == 3 and not any(isinstance(m, nn.BatchNorm1d) for m in D.modules()), \
+        "the discriminator has a BatchNorm1d after each of its 3 hidden layers when batch_norm=True, and none otherwise"
+    ok("batch_norm=True puts a BatchNorm1d after each of D's 3 hidden layers")
+    z = torch.randn(8, 16)
+    with torch.no_grad():
+        images = G(z)
+        assert images.shape == (8, 1, 32, 32) and images.abs().max() <= 1, \
+            "the generator must return (N, 1, 32, 32) images in [-1, 1]"
+        p = D(images)
+        assert p.shape == (8,) and ((p > 0) & (p < 1)).all(), "D must return one probability in (0, 1) per image"
+        assert torch.allclose(torch.sigmoid(D.logits(images)), p, atol=1e-6), "sigmoid(D.logits(x)) must equal D(x)"
+    ok("shapes and ranges: (N, 1, 32, 32) images in [-1, 1], (N,) probabilities, logits before the Sigmoid")
+    same_function(MLPGenerator(16), models.MLPGenerator(16), z, "your MLPGenerator")
+    x = torch.rand(8, 1, 32, 32) * 2 - 1
+    same_function(MLPDiscriminator(), models.MLPDiscriminator(), x, "your MLPDiscriminator")
+    same_function(MLPDiscriminator(batch_norm=True), models.MLPDiscriminator(batch_norm=True), x,
+                  "your MLPDiscriminator(batch_norm=True)")
+    ok("with the same weights, all three compute what the course's networks compute")
+    print("All public checks passed.")
+
+
+# ---------------------------------------------------------------------------
+# Notebook 9
+
+
+def vae_pieces(reparameterize, kl_divergence, vae_loss):
+    """The VAE's reparameterisation, KL term and loss."""
+    from . import models
+
+    torch.manual_seed(0)
+    mean, logvar, noise = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    z = reparameterize(mean, logvar, noise)
+    assert torch.allclose(z, models.reparameterize(mean, logvar, noise), atol=1e-6), \
+        "reparameterize must return mean + sigma * noise, with sigma = exp(logvar / 2)"
+    ok("reparameterize: z = mean + exp(logvar / 2) * noise")
+    mean_g, logvar_g = mean.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
+    reparameterize(mean_g, logvar_g, noise).sum().backward()
+    assert mean_g.grad is not None and logvar_g.grad is not None, \
+        "gradients must reach mean and logvar through z (do not sample with torch.normal or detach)"
+    ok("gradients flow from z back to mean and logvar")
+    kl = kl_divergence(mean, logvar)
+    assert tuple(kl.shape) == (5,), f"kl_divergence must return one value per image, shape (5,); got {tuple(kl.shape)}"
+    assert torch.allclose(kl, models.kl_divergence(mean, logvar), atol=1e-5), \
+        "kl_divergence is not KL(N(mean, exp(logvar)) || N(0, I)) summed over the latent dimensions"
+    assert kl_divergence(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() < 1e-6, "KL(N(0, I) || N(0, I)) must be 0"
+    ok("kl_divergence: 0 for the prior itself, and the closed form per image")
+    images = torch.rand(6, 1, 32, 32).round() * 2 - 1
+    logits, mean, logvar = torch.randn(6, 1, 32, 32) * 3, torch.randn(6, 10), torch.randn(6, 10) * 0.5
+    mine, ref = vae_loss(logits, images, mean, logvar), models.vae_loss(logits, images, mean, logvar)
+    assert torch.is_tensor(mine) and mine.dim() == 0, "vae_loss must return one number: the batch mean"
+    assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4), (
+        f"vae_loss gives {mine.item():.3f} where the negative ELBO is {ref.item():.3f} nats per image: "
+        f"reconstruction (Bernoulli, summed over the pixels) plus KL, averaged over the batch")
+    ok("vae_loss: Bernoulli reconstruction summed over pixels, plus KL, averaged over the batch")
+    print("All public checks passed.")
