@@ -27,7 +27,8 @@ import torch
 
 from labkit.sweep import stack_seeds
 from labkit.together import train_together
-from labkit.train import TrainConfig, describe_device, resolve_device, train
+from labkit.runs import describe_device, resolve_device
+from labkit.train import TrainConfig, train
 
 
 def steady_ms_per_step(stamps, warmup):
@@ -79,7 +80,7 @@ def main():
     for hidden in args.hidden if not args.mlp else [0]:
         config = TrainConfig(generator_hidden_dim=hidden or 16, discriminator_hidden_dim=hidden or 16,
                              use_mlp=args.mlp, num_training_steps=args.warmup + args.steps, logging_steps=5,
-                             saving_steps=10**9, device=str(device))
+                             saving_steps=10_000_000, device=str(device))
         one, in_turn = ms_per_step_in_turn(config, seeds, args.warmup)
         together = ms_per_step_together(config, seeds, args.warmup)
         print(f"{hidden or 'mlp':>6} {one:>9.1f} {in_turn:>11.1f} {together:>12.1f} "

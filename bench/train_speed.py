@@ -23,7 +23,8 @@ from torchvision import datasets, transforms
 
 from labkit.data import data_root
 from labkit.models import DCGANDiscriminator, DCGANGenerator
-from labkit.train import TrainConfig, resolve_device, train
+from labkit.runs import resolve_device
+from labkit.train import TrainConfig, train
 
 
 def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64):
@@ -71,7 +72,7 @@ def labkit_ms_per_step(hidden, steps, warmup, device):
     stamps = []
     config = TrainConfig(generator_hidden_dim=hidden, discriminator_hidden_dim=hidden,
                          num_training_steps=warmup + steps, logging_steps=10,
-                         saving_steps=10**9, device=str(device))
+                         saving_steps=10_000_000, device=str(device))
     with tempfile.TemporaryDirectory() as out:
         train(config, out, progress=False,
               on_log=lambda row: stamps.append((row["step"], time.perf_counter())))

@@ -49,9 +49,12 @@ class BadNotebook(ValueError):
 def lab_notebooks(source=None):
     """The instructor's notebooks, NN_*.ipynb in order: from `source`, else the lab folder's notebooks/."""
     if source is None:
-        from .runs import runs_root
+        from .runs import lab_folder
 
-        source = runs_root().parent / "notebooks"
+        if lab_folder() is None:
+            raise FileNotFoundError("no lab folder here (one with notebooks/01_*.ipynb); give the instructor's "
+                                    "notebooks with --source")
+        source = lab_folder() / "notebooks"
     source = Path(source)
     paths = sorted(source.glob("[0-9][0-9]_*.ipynb"))
     if not paths:

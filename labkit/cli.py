@@ -193,6 +193,11 @@ def cmd_sweep(args):
 
 
 def cmd_assignment(args):
+    try:
+        import nbgrader  # noqa: F401  (the release uses its preprocessors)
+    except ImportError:
+        raise ValueError("labkit assignment needs nbgrader and nbval: install labkit with its dev tools, "
+                         "pip install -e \".[dev]\"") from None
     from . import assignment
 
     if args.action == "release":

@@ -52,11 +52,17 @@ def runs_root():
     """
     if os.environ.get("LABKIT_RUNS"):
         return Path(os.environ["LABKIT_RUNS"])
+    folder = lab_folder()
+    return folder / "runs" if folder else Path("runs")
+
+
+def lab_folder():
+    """The nearest folder, from the current one upwards, with the lab's notebooks in notebooks/; or None."""
     here = Path.cwd()
     for folder in (here, *here.parents):
         if any((folder / "notebooks").glob("01_*.ipynb")):
-            return folder / "runs"
-    return Path("runs")
+            return folder
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -174,20 +174,20 @@ def failed(config, run_dir, err):
                 status=f"failed: {type(err).__name__}: {err}", run_dir=str(run_dir))
 
 
-def run_one(config, run_dir, fid_count, backbone):
+def run_one(config, run_dir, fid_count, backbone, progress=False):
     """Train (or resume) one run and measure it: its runs.csv row."""
     started = time.time()
-    run = train(config, run_dir, progress=False)
+    run = train(config, run_dir, progress=progress)
     return measure(run, fid_count, backbone, time.time() - started)
 
 
-def run_together(configs, run_dirs, fid_count, backbone):
+def run_together(configs, run_dirs, fid_count, backbone, progress=False):
     """Train (or resume) runs that differ only in seed as one stack; their runs.csv rows.
 
     `seconds` in each row is its share of the training time plus its own FID time.
     """
     started = time.time()
-    results = train_together(configs[0], [c.seed for c in configs], run_dirs, progress=False)
+    results = train_together(configs[0], [c.seed for c in configs], run_dirs, progress=progress)
     share = (time.time() - started) / len(configs)
     rows = []
     for config, run_dir, result in zip(configs, run_dirs, results):
@@ -272,9 +272,9 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
             run_dirs = [runs_dir / c.name for c in batch]
             try:  # one broken run must not stop the other 79
                 if len(batch) == 1:
-                    rows = [run_one(batch[0], run_dirs[0], fid_count, backbone)]
+                    rows = [run_one(batch[0], run_dirs[0], fid_count, backbone, progress)]
                 else:
-                    rows = run_together(batch, run_dirs, fid_count, backbone)
+                    rows = run_together(batch, run_dirs, fid_count, backbone, progress)
             except RunInUseError as err:  # another process trains it: not a failure of the run
                 if progress:
                     bar.write(f"labkit: {err}; skipping it here")

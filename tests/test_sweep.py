@@ -47,10 +47,10 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
 
     real_run_one = labkit.sweep.run_one
 
-    def flaky(config, *args):
+    def flaky(config, *args, **kwargs):
         if config.seed == 1:
             raise RuntimeError("out of memory")
-        return real_run_one(config, *args)
+        return real_run_one(config, *args, **kwargs)
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(labkit.sweep, "run_one", flaky)
@@ -143,3 +143,26 @@ def test_a_seed_trained_earlier_is_measured_alone_and_the_rest_stack(tmp_path, m
     runs, _ = sweep([8], [8], [1, 2, 3], tmp_path / "s", BASE, fid_count=100, backbone="mnist", together=True,
                     progress=False)
     assert stacks == [[2, 3]] and [r["status"] for r in runs] == ["done"] * 3
+
+
+def test_a_run_another_process_is_training_is_skipped_not_failed(tmp_path, monkeypatch):
+    """Two sweeps on the same grid: each run is trained by one process only."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    busy = tmp_path / "runs" / "dcgan_z8_g8_d8_steps10_seed1"
+    busy.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from labkit.runs import RunLock\n"
+                               f"with RunLock({str(busy)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        runs, _ = sweep([8], [8], [1, 2], tmp_path / "runs", BASE, fid_count=100, backbone="mnist",
+                        together=False, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [(r["seed"], r["status"]) for r in runs] == [(2, "done")]  # seed 1 left to the other process
+    assert list(busy.iterdir()) == [busy / ".lock"]

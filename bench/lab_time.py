@@ -1,0 +1,115 @@
+"""How long the whole lab takes: every notebook, Run All in order, from an empty runs folder.
+
+Runs the nine notebooks headless (nbclient, one fresh kernel each) in one
+profile, with a new empty runs folder and cache, times each notebook, and
+writes
+
+    labkit/assets/lab_time.csv   profile, notebook, minutes, machine (each notebook's banner quotes it)
+    bench/lab_time_<profile>.md  the same as a markdown table (the README shows it)
+
+It then checks the quality gate of the profile's course DCGAN (latent 16,
+hidden 16, seed 2022, labkit's code, trained by the notebooks): the share of
+1000 samples the digit classifier is unsure of, and the smallest digit's
+share against MNIST's.
+
+    python bench/lab_time.py --profile cpu      # about 45 min on a 2-core CPU
+    python bench/lab_time.py --profile smoke    # about 4 min
+"""
+
+import argparse
+import csv
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CSV = ROOT / "labkit" / "assets" / "lab_time.csv"
+
+
+def machine():
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"a {os.cpu_count()}-core CPU ({name})"
+
+
+def run_notebook(path, env):
+    """Execute one notebook in a fresh kernel (in a subprocess, with `env`); its wall-clock seconds."""
+    code = ("import sys, nbformat\nfrom nbclient import NotebookClient\n"
+            "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+            "NotebookClient(nb, timeout=None, kernel_name='python3', "
+            "resources={'metadata': {'path': sys.argv[2]}}).execute()\n")
+    started = time.time()
+    subprocess.run([sys.executable, "-c", code, str(path), str(path.parent)], env=env, check=True)
+    return time.time() - started
+
+
+def quality_gate(runs):
+    """The course DCGAN's unsure share and smallest digit share on 1000 samples."""
+    from labkit import analysis
+    from labkit.models import sample_images
+    from labkit.train import load_run
+
+    run = load_run(runs / "dcgan_z16_g16_d16_steps5000_seed2022")
+    counts = analysis.count_digits(sample_images(run.generator, 1000, seed=0))
+    expected = analysis.MNIST_TRAIN_COUNTS / analysis.MNIST_TRAIN_COUNTS.sum() * counts.counts.sum()
+    return counts, counts.unsure / counts.total, float((counts.counts / expected).min())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", choices=["default", "cpu", "smoke"])
+    parser.add_argument("--only", nargs="+", default=None, help="notebook numbers, e.g. 01 02 (default: all)")
+    args = parser.parse_args(argv)
+
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        notebooks = [p for p in notebooks if p.name[:2] in args.only]
+    work = Path(tempfile.mkdtemp(prefix="labkit-lab-time-"))
+    env = dict(os.environ, LABKIT_PROFILE=args.profile, LABKIT_RUNS=str(work / "runs"),
+               LABKIT_CACHE=str(work / "cache"), MPLBACKEND="Agg")
+    where = machine()
+    print(f"lab time, profile {args.profile}, on {where}; runs in {work / 'runs'}", flush=True)
+    rows = []
+    for path in notebooks:
+        seconds = run_notebook(path, env)
+        rows.append(dict(profile=args.profile, notebook=path.stem, minutes=round(seconds / 60, 1), machine=where))
+        print(f"{path.stem:<28} {seconds / 60:6.1f} min", flush=True)
+    total = sum(r["minutes"] for r in rows)
+    print(f"{'total':<28} {total:6.1f} min")
+
+    if not args.only:
+        old = []
+        if CSV.is_file():
+            with open(CSV, newline="") as f:
+                old = [r for r in csv.DictReader(f) if r["profile"] != args.profile]
+        with open(CSV, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["profile", "notebook", "minutes", "machine"])
+            writer.writeheader()
+            writer.writerows(old + rows)
+        table = [f"| notebook | minutes (profile {args.profile}) |", "| --- | --- |"]
+        table += [f"| {r['notebook']} | {r['minutes']:.1f} |" for r in rows]
+        table += [f"| **all nine** | **{total:.1f}** |", "", f"Measured on {where} with "
+                  f"`python bench/lab_time.py --profile {args.profile}`."]
+        (ROOT / "bench" / f"lab_time_{args.profile}.md").write_text("\n".join(table) + "\n")
+
+    if args.profile != "smoke" and (work / "runs" / "dcgan_z16_g16_d16_steps5000_seed2022").is_dir():
+        os.environ.update(LABKIT_RUNS=str(work / "runs"), LABKIT_CACHE=str(work / "cache"))
+        counts, unsure, lowest = quality_gate(work / "runs")
+        print(f"quality gate, course DCGAN z16 h16 seed 2022, 1000 samples: {counts}")
+        print(f"  unsure {unsure:.1%} (gate: at most 15%); smallest digit share {lowest:.2f} of its expected share "
+              f"(gate: at least 0.33)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""What a student sees in the notebooks, where a test can see it.
+
+nbval runs every notebook (the README's test command); these tests check what
+nbval cannot: how the notebooks are saved, and that the functions behind the
+widgets draw one figure and return nothing (a returned Figure or Run would be
+shown a second time, or as a long repr, under the widget).
+"""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_saved_small_and_start_with_their_banner(path):
+    nb = nbformat.read(str(path), as_version=4)
+    assert "widgets" not in nb.metadata  # no stale widget state
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in code:
+        if "NBVAL_CHECK_OUTPUT" not in cell.source:
+            assert not cell.outputs, cell.source[:60]
+    assert f'lab.banner("{path.name[:2]}")' in code[0].source  # says its profile and what it costs here
+    assert path.stat().st_size < 60_000
+
+
+@pytest.mark.parametrize("name, call", [
+    ("01_train_dcgan", "train_and_show(latent_dim=16, hidden_dim=8, steps=20, seed=1)"),
+    ("02_training_curves", "show_curves(0.3)"),
+    ("05_latent_interpolation", "morph(common[0], common[1], 1.5)"),
+])
+def test_each_widget_draws_one_figure_and_returns_nothing(name, call, tmp_path):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(next(p for p in NOTEBOOKS if p.stem == name)), as_version=4)
+    widget = next(i for i, c in enumerate(nb.cells) if "widgets.interact" in c.source)
+    probe = ("import matplotlib.pyplot as plt\nplt.close('all')\n"
+             f"result = {call}\nprint('PROBE', result, len(plt.get_fignums()))")
+    nb.cells = nb.cells[:widget + 1] + [nbformat.v4.new_code_cell(probe)]  # the widget cell defines it
+    env = dict(os.environ, LABKIT_PROFILE="smoke", LABKIT_RUNS=str(tmp_path / "runs"), MPLBACKEND="Agg")
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        done = NotebookClient(nb, timeout=600, kernel_name="python3",
+                              resources={"metadata": {"path": str(NOTEBOOKS[0].parent)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    text = "".join(o.get("text", "") for o in done.cells[-1].outputs if o.output_type == "stream")
+    assert "PROBE None 1" in text, text
