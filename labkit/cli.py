@@ -329,6 +329,11 @@ def main(argv=None):
         except MemoryError:
             print("labkit: error: out of memory; try a smaller size or batch", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) and the CPU allocator's error are RuntimeErrors
+            if not any(text in str(err).lower() for text in ("out of memory", "can't allocate memory")):
+                raise
+            print("labkit: error: out of memory; try a smaller --batch_size or hidden size", file=sys.stderr)
+            return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("labkit: interrupted; run the same command again to resume from the last checkpoint",
               file=sys.stderr)

@@ -541,9 +541,46 @@ def test_ctrl_c_is_one_line_at_any_moment(workdir, capsys, monkeypatch):
 def test_ctrl_c_during_the_imports_of_the_real_command(workdir):
     process = subprocess.Popen([sys.executable, "-m", "labkit.cli", "train", "--num_training_steps", "10", *TINY],
                                stderr=subprocess.PIPE, text=True, cwd=workdir)
-    time.sleep(0.5)  # python is up, torch is still being imported
+    # Wait until torch's libraries are being loaded (so labkit's own code is running), then press Ctrl-C while
+    # the rest of torch is still being imported. Before labkit's first line runs, Python itself answers Ctrl-C.
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if "libtorch" in maps.read_text(errors="replace"):
+                break
+        except OSError:  # no /proc here, or the process just ended
+            break
+        time.sleep(0.01)
+    if not maps.exists():
+        time.sleep(1.0)  # no /proc (not Linux): give Python a second to reach labkit's code
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
     assert [line for line in err.splitlines() if line.strip()] == [
         "labkit: interrupted; run the same command again to resume from the last checkpoint"]
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+import torch, torchvision, matplotlib
+from labkit.cli import main
+import labkit.train, labkit.data
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 1_500_000_000, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux's /proc to size the memory limit")
+def test_running_out_of_memory_is_one_line(workdir):
+    # The fault, for real: the process may use only 1.5 GB more than it has after the imports, and a batch of
+    # 20000 images at hidden 64 needs more than that.
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, "train", "--batch_size", "20000",
+                             "--generator_hidden_dim", "64", "--discriminator_hidden_dim", "64",
+                             "--num_training_steps", "2", "--device", "cpu"],
+                            capture_output=True, text=True, cwd=workdir, timeout=300)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("labkit: error")]
+    assert errors == ["labkit: error: out of memory; try a smaller --batch_size or hidden size"]
+    no_temporary_files(workdir)
