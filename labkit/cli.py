@@ -285,8 +285,8 @@ def build_parser():
     g.add_argument("submission", type=Path, help="folder with the submitted NN_*.ipynb (or notebooks/NN_*.ipynb)")
     g.add_argument("--out", type=Path, required=True, help="report folder (grades.csv, grading logs)")
     g.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
-    g.add_argument("--timeout", type=int, default=None,
-                   help="seconds an exercise's cell may run (default: by profile; 120 in smoke)")
+    g.add_argument("--timeout", type=int, default=120,
+                   help="seconds each cell of an exercise may run before it scores 0 (default: %(default)s)")
     g.set_defaults(func=cmd_assignment)
     return parser
 

@@ -198,3 +198,17 @@ def test_a_run_trained_with_student_code_lives_in_its_own_folder(tmp_path, monke
     with pytest.raises(ValueError, match="trained with student-"):
         load_run(mine.path)
     assert load_run(mine.path, code=GANCode(generator_loss=generator_loss)).step == 10
+
+
+def test_the_grading_workflow_never_hands_hidden_checks_to_a_student():
+    yaml = pytest.importorskip("yaml")  # comes with nbgrader and jupytext ([dev])
+    workflow = yaml.safe_load((NOTEBOOKS.parent / ".github" / "workflows" / "grade.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as True
+    assert set(triggers) == {"workflow_dispatch"}, "started by the instructor only, not by a student's push"
+    steps = workflow["jobs"]["grade"]["steps"]
+    checkouts = [step for step in steps if step.get("uses", "").startswith("actions/checkout")]
+    assert len(checkouts) == 2 and all(step["with"]["persist-credentials"] is False for step in checkouts)
+    uploads = [step for step in steps if step.get("uses", "").startswith("actions/upload-artifact")]
+    assert [step["with"]["path"] for step in uploads] == ["report/grades.csv"]
+    grade_step = next(step for step in steps if step.get("name") == "Grade")
+    assert "labkit assignment grade ../submission --out ../report --source notebooks" in grade_step["run"]
