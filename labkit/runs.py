@@ -111,10 +111,11 @@ class RunConfig:
 
 
 def format_value(value):
-    """A setting's value as it appears in a run name: 0.0002 -> 2e-04, 5000 -> 5000."""
-    if isinstance(value, float):
-        return f"{value:.0e}" if value < 1e-2 else f"{value:g}"
-    return str(value)
+    """A setting's value as it appears in a run name, exactly: 5e-05 -> 5e-05, 0.00015 -> 0.00015, 0.8 -> 0.8.
+
+    Python's repr of a float is the shortest text that reads back as the same number,
+    so two different settings never share a name."""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def check_setting_names(config_class, values):

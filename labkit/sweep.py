@@ -259,7 +259,11 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
                 bar.update(1)
             else:
                 pending.append(config)
-        stack = len(pending) > 1 and (together if together is not None else stack_seeds(pending[0]))
+        refused = why_not_together(pending[0]) if pending else None
+        if together and refused and progress:
+            bar.write(f"labkit: training {pending[0].architecture}'s seeds one after another: {refused}")
+        stack = len(pending) > 1 and refused is None and \
+            (together if together is not None else stack_seeds(pending[0]))
         # Only runs at the same step can share a stack (new ones, or ones stopped together).
         by_step = {}
         for config in pending:

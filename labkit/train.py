@@ -32,8 +32,8 @@ from .code import LABKIT_GAN, REFERENCE, check_code
 from .data import MNIST_TRAIN_SIZE, BatchSampler, load_mnist
 from .models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, evaluating
 from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
-                   check_run_folder, check_writable, forked_rng, load_weights, prepare_run_folder, read_config,
-                   read_history, resolve_device, runs_root, saved_state, write_config, write_history)
+                   check_run_folder, check_writable, forked_rng, format_value, load_weights, prepare_run_folder,
+                   read_config, read_history, resolve_device, runs_root, saved_state, write_config, write_history)
 from .step import gan_step, needs_losses
 
 HISTORY_COLUMNS = ("step", "discriminator_loss", "generator_loss", "D_x", "D_G_z1", "D_G_z2", "d_updates")
@@ -110,6 +110,8 @@ class TrainConfig(RunConfig):
     def identity(self):
         """The settings that change what the model learns (the MLP GAN has no hidden sizes or ablations)."""
         identity = super().identity()
+        # What learns is the two rates in effect; learning_rate only supplies the ones not given.
+        del identity["learning_rate"]
         identity["generator_learning_rate"], identity["discriminator_learning_rate"] = self.lr_g, self.lr_d
         ignored = ("generator_hidden_dim", "discriminator_hidden_dim", "discriminator_activation", "batch_norm") \
             if self.use_mlp else ("mlp_discriminator_batch_norm",)
@@ -119,9 +121,14 @@ class TrainConfig(RunConfig):
 
     def name_parts(self):
         parts = [self.architecture, f"steps{self.num_training_steps}", f"seed{self.seed}"]
-        return parts + self.suffixes(dict(
-            batch_size="b", learning_rate="lr", beta1="beta", generator_learning_rate="glr",
-            discriminator_learning_rate="dlr", d_every="devery", d_pause_ratio="pause",
+        default_lr = type(self)().learning_rate
+        if self.lr_g == self.lr_d != default_lr:
+            learning_rates = [f"lr{format_value(self.lr_g)}"]  # one rate for both
+        else:
+            learning_rates = [f"{short}{format_value(lr)}" for short, lr in (("glr", self.lr_g), ("dlr", self.lr_d))
+                              if lr != default_lr]
+        return parts + self.suffixes(dict(batch_size="b", beta1="beta")) + learning_rates + self.suffixes(dict(
+            d_every="devery", d_pause_ratio="pause",
             discriminator_activation=lambda v: v.replace("_", ""), batch_norm=lambda v: "nobn",
             mlp_discriminator_batch_norm=lambda v: "dbn", code=str))
 

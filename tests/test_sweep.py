@@ -145,6 +145,18 @@ def test_a_seed_trained_earlier_is_measured_alone_and_the_rest_stack(tmp_path, m
     assert stacks == [[2, 3]] and [r["status"] for r in runs] == ["done"] * 3
 
 
+def test_together_with_a_setting_the_stack_cannot_honour_trains_the_seeds_one_by_one(tmp_path, monkeypatch, capsys):
+    import labkit.sweep
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(labkit.sweep, "train_together", lambda *a, **k: pytest.fail("it stacked a paused D"))
+    paused = replace(BASE, d_pause_ratio=0.8)
+    runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", paused, fid_count=100, backbone="mnist", together=True,
+                    progress=True)
+    assert [r["status"] for r in runs] == ["done", "done"]
+    assert "seeds one after another: d_pause_ratio lets each seed's own losses decide" in capsys.readouterr().out
+
+
 def test_a_run_another_process_is_training_is_skipped_not_failed(tmp_path, monkeypatch):
     """Two sweeps on the same grid: each run is trained by one process only."""
     import subprocess

@@ -223,6 +223,17 @@ def test_the_run_name_says_every_setting_that_changes_what_is_learned():
     assert TrainConfig(num_training_steps=300).name != TrainConfig().name
     assert TrainConfig(d_every=2, discriminator_learning_rate=5e-5).name == \
         "dcgan_z16_g16_d16_steps5000_seed2022_dlr5e-05_devery2"
+    # Learning rates are spelt exactly (two different rates never share a folder), and only the rates in effect
+    # count: one rate for both is `lr`, and learning_rate means nothing once both rates are given.
+    assert TrainConfig(discriminator_learning_rate=1.5e-4).name.endswith("_dlr0.00015")
+    assert TrainConfig(discriminator_learning_rate=1.5e-4).name != TrainConfig(discriminator_learning_rate=2e-4 - 1e-9).name
+    assert TrainConfig(learning_rate=1e-3).name.endswith("_lr0.001")
+    assert TrainConfig(learning_rate=1e-3).name == TrainConfig(generator_learning_rate=1e-3,
+                                                               discriminator_learning_rate=1e-3).name
+    assert TrainConfig(learning_rate=1e-3, generator_learning_rate=1e-4, discriminator_learning_rate=5e-5).name == \
+        TrainConfig(generator_learning_rate=1e-4, discriminator_learning_rate=5e-5).name == \
+        "dcgan_z16_g16_d16_steps5000_seed2022_glr0.0001_dlr5e-05"
+    assert TrainConfig(discriminator_learning_rate=2e-4).name == TrainConfig().name  # the default, spelt out
     assert TrainConfig(discriminator_activation="relu").name.endswith("_relu")
     assert TrainConfig(batch_norm=False).name.endswith("_nobn")
     assert TrainConfig(use_mlp=True, mlp_discriminator_batch_norm=True).name == "mlp_z16_steps5000_seed2022_dbn"
