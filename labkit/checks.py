@@ -103,19 +103,35 @@ def gan_losses(discriminator_loss, generator_loss):
         assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-6), \
             f"{name} gives {mine.item():.5f} where it should give {ref.item():.5f}"
     ok("both losses equal binary cross-entropy with the right targets, averaged over the batch")
-    # A sure discriminator: sigmoid(+-40) is exactly 1.0 / 0.0 in float32.
-    sure_real, sure_fake = torch.full((4,), 40.0, requires_grad=True), torch.full((4,), -40.0, requires_grad=True)
-    loss_d = discriminator_loss(sure_real, sure_fake)
-    loss_g = generator_loss(sure_fake)
-    assert math.isfinite(loss_d.item()) and math.isfinite(loss_g.item()), (
-        "a loss is infinite or NaN when D is sure (logits of +-40, probabilities of exactly 1 and 0): "
-        "compute it from the logits, e.g. with F.binary_cross_entropy_with_logits, not from torch.sigmoid")
+    # A sure discriminator. In float32, sigmoid(s) rounds to exactly 1.0 from s of about 17, and to exactly 0.0
+    # only below about -103; at logits of +-200 both probabilities are exact 1s and 0s.
+    logits = "compute it from the logits, e.g. with F.binary_cross_entropy_with_logits, not from torch.sigmoid"
+    clamped = ("gives {got:.1f} where it should give {want:.1f}: it looks computed from probabilities with "
+               "nn.BCELoss / F.binary_cross_entropy, which clamp log(0) to -100, so the loss stops at 100 and its "
+               "gradient is 0 exactly where G needs it; " + logits)
+    sure_real, sure_fake = torch.full((4,), 200.0, requires_grad=True), torch.full((4,), -200.0, requires_grad=True)
+    for name, got, want in (
+            ("discriminator_loss (D sure and right)", discriminator_loss(sure_real, sure_fake),
+             step.discriminator_loss(sure_real, sure_fake)),
+            ("discriminator_loss (D sure and wrong)", discriminator_loss(-sure_real, -sure_fake),
+             step.discriminator_loss(-sure_real, -sure_fake))):
+        assert math.isfinite(got.item()), (
+            f"{name} is infinite or NaN for probabilities of exactly 0 and 1 (logits of +-200): {logits}")
+        assert math.isclose(got.item(), want.item(), rel_tol=1e-4, abs_tol=1e-4), \
+            clamped.format(got=got.item(), want=want.item()).replace("gives", f"{name} gives", 1)
+    loss_g, want = generator_loss(sure_fake), step.generator_loss(sure_fake.detach())
+    assert math.isfinite(loss_g.item()), (
+        f"generator_loss is infinite or NaN where D is sure G's images are fake (probability exactly 0): {logits}")
+    assert loss_g.item() > 1, ("generator_loss is about 0 where D rejects every fake: that is the saturating loss "
+                               "log(1 - D(G(z))), which G minimises to no effect; use -log D(G(z)) (target 1)")
+    assert math.isclose(loss_g.item(), want.item(), rel_tol=1e-4), \
+        "generator_loss " + clamped.format(got=loss_g.item(), want=want.item())
     loss_g.backward()
     grad = sure_fake.grad
     assert grad is not None and torch.isfinite(grad).all(), "generator_loss must have a finite gradient"
-    assert grad.abs().sum() > 0.5, ("generator_loss has (almost) no gradient where D is sure G's images are fake: "
-                                    "that is the saturating loss log(1 - D(G(z))); use -log D(G(z)) instead")
-    ok("finite losses and gradients when D is sure (probabilities of exactly 0 and 1)")
+    assert grad.abs().sum() > 0.5, ("generator_loss has (almost) no gradient where D is sure G's images are fake; "
+                                    + logits)
+    ok("finite losses and gradients when D is sure, right or wrong (probabilities of exactly 0 and 1)")
     ok("G's loss is non-saturating: it still has a gradient where D rejects every fake")
     print("All public checks passed.")
 

@@ -14,11 +14,13 @@ strong gradient exactly where G is bad. As binary cross-entropy (BCE):
 
 D ends in a Sigmoid, D(x) = sigmoid(s(x)), and the losses are computed from
 the score s(x) (the *logit*), not from the probability: once D is sure,
-sigmoid(s) rounds to exactly 0 or 1 in float32 and log(0) = -inf, while
--log sigmoid(s) = softplus(-s) stays exact for any s. That is what
+sigmoid(s) rounds to exactly 1 in float32 (from s of about 17) or 0 (below
+about -103), and log(0) = -inf; nn.BCELoss clamps that log at -100, so the
+loss stops growing and its gradient becomes 0 just where G needs one. From
+the logit, -log sigmoid(s) = softplus(-s) stays exact for any s. That is what
 `binary_cross_entropy_with_logits` computes. (A run with D's learning rate at
-0.01 died with NaN at step 85 on probabilities; on logits it trains on:
-tests/test_train.py.)
+0.01 died with NaN at step 85 with the hand-written BCE on probabilities that
+labkit had before; on logits it trains on: tests/test_train.py.)
 
 One step, as in the course and pytorch/examples/dcgan:
     1. D on a real batch (target 1) and on G(z).detach() (target 0); update D

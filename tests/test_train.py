@@ -187,17 +187,24 @@ def test_the_losses_are_the_course_bce_and_stay_finite_when_d_is_sure():
     assert discriminator_loss(logits[ok], logits[ok]).item() == pytest.approx(
         (bce(prob[ok], torch.ones(4)) + bce(prob[ok], torch.zeros(4))).item(), rel=1e-5)
     assert generator_loss(logits[ok]).item() == pytest.approx(bce(prob[ok], torch.ones(4)).item(), rel=1e-5)
-    # A sure D: sigmoid(+-30) is exactly 1 / 0 in float32. On probabilities the loss is clamped flat
-    # (zero or NaN gradient); on logits it is exact: -log sigmoid(-30) = 30.
-    assert prob[-1].item() == 1.0
-    sure = logits.clone().requires_grad_(True)
-    loss = generator_loss(sure[:1])  # G's fake scored -30: D is sure it is fake
+    # A sure D. In float32 sigmoid(s) is exactly 1 from s of about 17, but exactly 0 only below about -103.
+    assert torch.sigmoid(torch.tensor(30.0)).item() == 1.0 and torch.sigmoid(torch.tensor(-30.0)).item() > 0
+    assert torch.sigmoid(torch.tensor(-200.0)).item() == 0.0
+    # G's fake scored -200 (D is sure it is fake). On probabilities nn.BCELoss clamps log(0) at -100: the loss
+    # stops at 100 and G gets no gradient at all. On logits the loss is exact, 200, with gradient -1.
+    s_prob = torch.tensor([-200.0], requires_grad=True)
+    on_probabilities = bce(torch.sigmoid(s_prob), torch.ones(1))
+    on_probabilities.backward()
+    assert on_probabilities.item() == pytest.approx(100.0) and s_prob.grad.item() == 0.0
+    s_logit = torch.tensor([-200.0], requires_grad=True)
+    loss = generator_loss(s_logit)
     loss.backward()
-    assert loss.item() == pytest.approx(30.0, rel=1e-6) and sure.grad[0].item() == pytest.approx(-1.0)
-    p = torch.sigmoid(logits[:1].clone().requires_grad_(True))
-    p.retain_grad()
-    torch.log(1 - p).sum().backward()  # the saturating loss on a probability: no gradient for G
-    assert abs(p.grad.item()) == pytest.approx(1.0)
+    assert loss.item() == pytest.approx(200.0, rel=1e-6) and s_logit.grad.item() == pytest.approx(-1.0)
+    # The saturating loss log(1 - D(G(z))) has almost no gradient there (-sigmoid(s) = -9e-14 at s = -30):
+    # why G maximises log D(G(z)) instead.
+    s_sat = torch.tensor([-30.0], requires_grad=True)
+    torch.log(1 - torch.sigmoid(s_sat)).sum().backward()
+    assert abs(s_sat.grad.item()) < 1e-12
     assert torch.isnan(discriminator_loss(torch.tensor([float("nan")]), torch.zeros(1)))
 
 
