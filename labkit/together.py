@@ -287,7 +287,7 @@ def _train_together(config, seeds, configs, run_dirs, states, start_step, device
 
         samplers = [BatchSampler(len(images), config.batch_size, c.seed, device) for c in configs]
         sample_noise = fixed_noise(config.latent_dim, device=device)
-        writers = [RunWriter(d, start_step, HISTORY_COLUMNS) for d in run_dirs]
+        writers = []  # opened inside the try, so that whatever opened is closed
         if progress:
             print(f"labkit: training seeds {', '.join(map(str, seeds))} of {config.architecture} together "
                   f"on {describe_device(device)}" + (f", resuming at step {start_step}" if start_step else ""))
@@ -297,6 +297,8 @@ def _train_together(config, seeds, configs, run_dirs, states, start_step, device
         G.train(), D.train()
         started = time.time()
         try:
+            for d in run_dirs:
+                writers.append(RunWriter(d, start_step, HISTORY_COLUMNS))
             for step in range(start_step + 1, config.num_training_steps + 1):
                 real = images[torch.stack([s.indices(step - 1) for s in samplers])]  # (N, B, 1, 32, 32)
                 z = torch.stack([torch.randn(config.batch_size, config.latent_dim, generator=rng, device=device)
@@ -341,17 +343,23 @@ def _train_together(config, seeds, configs, run_dirs, states, start_step, device
                         samples = G(sample_noise.expand(len(seeds), *sample_noise.shape))
                     g_opt_state, d_opt_state = opt_g.state_dict(), opt_d.state_dict()
                     for i in live:
-                        writers[i].save(make_checkpoint(
-                            CHECKPOINT_KIND, step, configs[i],
-                            models={"generator": G.model_state_dict(i), "discriminator": D.model_state_dict(i)},
-                            optimizers={"generator": split_adam_state(g_opt_state, G, i),
-                                        "discriminator": split_adam_state(d_opt_state, D, i)},
-                            rng={"noise": noise_rngs[i].get_state(), "torch": torch_rng_states[i]},
-                            counters={"d_updates": d_updates, "prev_generator_loss": None}), samples[i])
+                        try:
+                            writers[i].save(make_checkpoint(
+                                CHECKPOINT_KIND, step, configs[i],
+                                models={"generator": G.model_state_dict(i), "discriminator": D.model_state_dict(i)},
+                                optimizers={"generator": split_adam_state(g_opt_state, G, i),
+                                            "discriminator": split_adam_state(d_opt_state, D, i)},
+                                rng={"noise": noise_rngs[i].get_state(), "torch": torch_rng_states[i]},
+                                counters={"d_updates": d_updates, "prev_generator_loss": None}), samples[i])
+                        except TrainingDiverged as err:  # finite losses, non-finite weights: this seed stops
+                            results[i] = err
+                            writers[i].close()
+                            if progress:
+                                bar.write(f"labkit: seed {seeds[i]}: {err}")
         finally:
             bar.close()
             for i, writer in enumerate(writers):
-                if not isinstance(results[i], TrainingDiverged):
+                if not isinstance(results[i], TrainingDiverged):  # a diverged seed's writer is closed already
                     writer.close()
         if progress:
             print(f"labkit: {len(seeds)} x {config.num_training_steps - start_step} steps in "

@@ -136,6 +136,24 @@ def test_one_diverging_seed_stops_alone(tmp_path, monkeypatch):
     assert all(math.isfinite(row["generator_loss"]) for row in good.history)
 
 
+def test_a_seed_whose_weights_turn_non_finite_at_a_checkpoint_stops_alone(tmp_path, monkeypatch):
+    # Finite losses but NaN weights (the fault injected into seed 1's checkpoint at step 20): RunWriter refuses
+    # to save them; that seed stops with its last good checkpoint, the other finishes.
+    real_make_checkpoint = labkit.together.make_checkpoint
+
+    def poisoned(kind, step, config, models, **parts):
+        if config.seed == 1 and step == 20:
+            models = {**models, "generator": {k: torch.full_like(v, math.nan) if v.is_floating_point() else v
+                                              for k, v in models["generator"].items()}}
+        return real_make_checkpoint(kind, step, config, models=models, **parts)
+
+    monkeypatch.setattr(labkit.together, "make_checkpoint", poisoned)
+    bad, good = train_together(CONFIG, [1, 2], [tmp_path / "t1", tmp_path / "t2"], progress=False)
+    assert isinstance(bad, TrainingDiverged) and "weights became NaN or infinite by step 20" in str(bad)
+    assert latest_checkpoint(tmp_path / "t1").name == "step-000010.pt"
+    assert isinstance(good, Run) and good.step == 20 and latest_checkpoint(tmp_path / "t2").name == "step-000020.pt"
+
+
 def test_what_cannot_train_together_is_refused(tmp_path):
     with pytest.raises(ValueError, match="cannot train together: d_pause_ratio"):
         train_together(TrainConfig(d_pause_ratio=0.5, device="cpu"), [1, 2], [tmp_path / "a", tmp_path / "b"])
