@@ -245,14 +245,16 @@ class RunLock:
 
     Uses the `filelock` package (an OS-level lock that is released when the
     process ends, however it ends, so a killed run never leaves a stale lock).
-    The holder writes its process id and host into the lock file, so a second
-    process can say who holds it.
+    The holder writes its process id and host into `.lock.owner` beside the
+    lock (not into the lock file itself, which some systems lock against
+    writing), so a second process can say who holds it.
     """
 
     def __init__(self, run_dir):
         from filelock import FileLock
 
         self.path = Path(run_dir) / ".lock"
+        self.owner = Path(run_dir) / ".lock.owner"
         self.lock = FileLock(str(self.path), timeout=0)
 
     def __enter__(self):
@@ -262,16 +264,21 @@ class RunLock:
             self.lock.acquire()
         except Timeout:
             try:
-                holder = self.path.read_text().strip() or "another process"
+                holder = self.owner.read_text().strip() or "another process"
             except OSError:
                 holder = "another process"
             raise RunInUseError(f"{self.path.parent} is being trained by {holder}; wait for it to finish "
                                 f"(or stop it), then run this again") from None
-        with open(self.path, "w") as f:
-            f.write(f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})\n")
+        try:
+            write_atomic(self.owner, f"process {os.getpid()} on {socket.gethostname()} "
+                                     f"(since {time.strftime('%H:%M:%S')})\n")
+        except BaseException:
+            self.lock.release()
+            raise
         return self
 
     def __exit__(self, *exc):
+        self.owner.unlink(missing_ok=True)
         self.lock.release()
 
 
@@ -304,7 +311,7 @@ def check_folder_path(folder, what="this"):
 
 def labkit_made(path):
     """Files labkit puts into a run folder before its config.json: its lock, a sweep's result of a failed run."""
-    return path.name == ".lock" or (path.name.startswith("fid_") and path.suffix == ".json")
+    return path.name in (".lock", ".lock.owner") or (path.name.startswith("fid_") and path.suffix == ".json")
 
 
 def check_writable(folder):
