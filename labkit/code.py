@@ -20,6 +20,7 @@ not the helpers it calls: a change made only in a helper keeps the hash.
 
 import hashlib
 import inspect
+from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
@@ -108,10 +109,13 @@ LABKIT_GAN = GANCode()
 LABKIT_VAE = VAECode()
 
 
-def check_code(code, config):
+def check_code(code, config, run_dir=None):
     """Refuse a run whose recorded code is not the code given for it."""
     if code.identity != config.code:
         if config.code == REFERENCE:
             raise ValueError(f"this run was trained with labkit's code, not with {code.identity}")
-        raise ValueError(f"this run was trained with {config.code}; pass the same pieces as code=... "
-                         f"(the code given is {code.identity})")
+        where = f" (its source is in {Path(run_dir) / 'code.py'})" if run_dir is not None else ""
+        kind = "GANCode" if type(code).__name__ == "GANCode" else "VAECode"
+        raise ValueError(f"this run was trained with {config.code}'s pieces{where}, not with {code.identity}'s; "
+                         f"load it from Python with the same pieces, code={kind}(...), as the notebook that "
+                         f"trained it does (the labkit command runs labkit's own code only)")

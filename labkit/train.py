@@ -197,7 +197,7 @@ def load_run(run_dir, device="cpu", code=None):
         raise FileNotFoundError(f"no run folder at {run_dir}")
     config = read_config(run_dir, TrainConfig)
     code = code or LABKIT_GAN
-    check_code(code, config)
+    check_code(code, config, run_dir)
     state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
     if state is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
@@ -368,7 +368,7 @@ def extend(run, num_training_steps, out_dir=None, *, code=None, progress=True):
     source = Path(run.path if isinstance(run, Run) else run)
     config = read_config(source, TrainConfig)
     code = code or LABKIT_GAN
-    check_code(code, config)
+    check_code(code, config, source)
     if num_training_steps <= config.num_training_steps:
         raise ValueError(f"{source} is already {config.num_training_steps} steps long; extend it to more steps")
     config = config.updated(num_training_steps=num_training_steps)

@@ -119,7 +119,7 @@ def load_vae_run(run_dir, device="cpu", code=None):
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder at {run_dir}")
     config = read_config(run_dir, VAEConfig)
-    check_code(code or LABKIT_VAE, config)
+    check_code(code or LABKIT_VAE, config, run_dir)
     state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
     if state is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
