@@ -37,7 +37,8 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
-def _add_train_flags(parser):
+def _add_train_flags(parser, grid=False):
+    """The training flags; grid=True leaves out those a sweep's grid sets (sizes and seed)."""
     from .train import TrainConfig
 
     defaults = TrainConfig()
@@ -47,6 +48,9 @@ def _add_train_flags(parser):
                    num_training_steps="steps in all (part of the run's name; `labkit extend` trains a run on)",
                    logging_steps="log to history.csv and TensorBoard every so many steps",
                    saving_steps="checkpoint and sample grid every so many steps")
+    if grid:
+        for name in ("latent_dim", "generator_hidden_dim", "discriminator_hidden_dim"):
+            del meaning[name]
     for name, text in meaning.items():
         course.add_argument(f"--{name}", type=int, default=getattr(defaults, name),
                             help=f"{text} (default: %(default)s)")
@@ -56,7 +60,8 @@ def _add_train_flags(parser):
     course.add_argument("--use_mlp", action="store_true", help="the MLP GAN instead of the DCGAN")
     course.add_argument("--no_cuda", action="store_true", help="train on the CPU even if a GPU is present")
     more = parser.add_argument_group("labkit's additions")
-    more.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
+    if not grid:
+        more.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     more.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if present)")
     more.add_argument("--quiet", action="store_true", help="no progress bar")
     rebalance = parser.add_argument_group("rebalancing D and G")
@@ -251,7 +256,7 @@ def build_parser():
                         "is faster (on a GPU; on a CPU for DCGANs up to hidden size 32)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for runs.csv and summary.csv (default: <runs root>/sweeps/<sweep name>)")
-    _add_train_flags(p)
+    _add_train_flags(p, grid=True)
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("train-vae", help="train (or resume) a VAE run")

@@ -67,6 +67,14 @@ def _torchvision_mnist(root, train):
         ) from None
 
 
+def require_mnist(root=None):
+    """Make sure MNIST is there (downloading it if it can), or raise DatasetNotFoundError saying what to do.
+
+    For commands that would otherwise find out only inside their first run."""
+    for train in (True, False):
+        _torchvision_mnist(data_root(root), train=train)
+
+
 def load_mnist(split="train", root=None, device="cpu"):
     """All of one MNIST split as (images, labels) on `device`.
 

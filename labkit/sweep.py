@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import require_mnist
 from .metrics import BACKBONES
 from .runs import (RunInUseError, check_folder_path, check_writable, read_json, resolve_device, runs_root,
                    write_json)
@@ -238,6 +239,13 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
         check_folder_path(folder, "the sweep")
         check_writable(folder)
     todo = shard_of(configs, shard)
+
+    def finished(config):
+        path = result_file(runs_dir / config.name, backbone, fid_count)
+        return path.is_file() and read_json(path, "a sweep result")["status"] == "done"
+
+    if not all(finished(c) for c in todo):
+        require_mnist()  # offline without MNIST: one clear error now, not every run marked failed
     bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
 
     def record(rows):
@@ -254,8 +262,7 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
     for _, group in itertools.groupby(todo, key=lambda c: (c.latent_dim, c.generator_hidden_dim)):
         pending = []
         for config in group:
-            path = result_file(runs_dir / config.name, backbone, fid_count)
-            if path.is_file() and read_json(path, "a sweep result")["status"] == "done":
+            if finished(config):
                 bar.update(1)
             else:
                 pending.append(config)

@@ -110,9 +110,14 @@ def test_bad_values_are_one_line_and_create_nothing(workdir, capsys, args, messa
     assert list(workdir.iterdir()) == []
 
 
-def test_an_empty_data_folder_offline_is_one_line_and_creates_nothing(workdir, capsys, monkeypatch, offline):
+@pytest.mark.parametrize("command", [
+    ["train", "--num_training_steps", 10, *TINY],
+    ["sweep", "--latent_dims", 8, "--hidden_dims", 8, "--seeds", 2, "--num_training_steps", 10,
+     "--backbone", "mnist", "--fid_count", 100],  # one line before any run, not every run marked failed
+    ["train-vae", "--num_training_steps", 10]])
+def test_an_empty_data_folder_offline_is_one_line_and_creates_nothing(workdir, capsys, monkeypatch, offline, command):
     monkeypatch.setenv("LABKIT_DATA", str(workdir / "empty"))
-    status, err = run(capsys, "train", "--num_training_steps", 10, *TINY)
+    status, err = run(capsys, *command)
     assert status == 2
     one_error(err, "MNIST is not in", "copy the four files")
     assert not (workdir / "runs").exists()
