@@ -36,7 +36,7 @@ from labkit import metrics
 from labkit.code import GANCode
 from labkit.data import load_mnist, to_unit_range
 from labkit.models import DCGANDiscriminator, DCGANGenerator, sample_images
-from labkit.train import TrainConfig, load_run, train
+from labkit.train import load_run, train
 
 OUT = Path(__file__).with_suffix(".md")
 

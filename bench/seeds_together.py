@@ -25,9 +25,9 @@ import time
 
 import torch
 
+from labkit.runs import describe_device, resolve_device
 from labkit.sweep import stack_seeds
 from labkit.together import train_together
-from labkit.runs import describe_device, resolve_device
 from labkit.train import TrainConfig, train
 
 

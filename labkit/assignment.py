@@ -29,7 +29,6 @@ it loses only that exercise.
 """
 
 import copy
-import csv
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .runs import atomic_path, write_csv
 
 GRADE_COLUMNS = ("notebook", "exercise", "points", "max_points", "passed", "message")
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -117,9 +118,7 @@ def release(out, source=None, force=False):
     """Write the student version of every lab notebook into out/notebooks/."""
     import nbformat
 
-    from .runs import check_writable
-
-    from .runs import check_folder_path
+    from .runs import check_folder_path, check_writable
 
     out = Path(out)
     paths = lab_notebooks(source)
@@ -137,9 +136,8 @@ def release(out, source=None, force=False):
     target.mkdir(parents=True, exist_ok=True)
     count, points = 0, 0.0
     for name, nb in notebooks.items():
-        tmp = target / f".{name}.tmp"
-        nbformat.write(nb, str(tmp))
-        tmp.replace(target / name)
+        with atomic_path(target / name) as tmp:
+            nbformat.write(nb, str(tmp))
         count += len(exercises(nb))
         points += sum(p for _, p in exercises(nb))
     print(f"labkit: wrote {len(notebooks)} student notebooks to {target}: {count} exercises, {points:g} points")
@@ -377,10 +375,5 @@ def blank(nb, exercise, source_nb):
 
 
 def write_grades(path, rows):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=GRADE_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "points": f"{row['points']:g}", "max_points": f"{row['max_points']:g}"})
-    tmp.replace(path)
+    write_csv(path, GRADE_COLUMNS, [{**row, "points": f"{row['points']:g}", "max_points": f"{row['max_points']:g}"}
+                                    for row in rows])

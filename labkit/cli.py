@@ -123,7 +123,7 @@ def cmd_sample(args):
 
     from .data import to_unit_range
     from .models import sample_images
-    from .runs import check_writable
+    from .runs import atomic_path, check_writable
     from .train import load_run
 
     if not 1 <= args.count <= MAX_SAMPLES:
@@ -135,12 +135,8 @@ def cmd_sample(args):
     out = out or run.path / "samples" / f"sample-step-{run.step:06d}-seed{args.seed}.png"
     check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    try:
+    with atomic_path(out, out.suffix) as tmp:
         save_image(to_unit_range(sample_images(run.generator, args.count, seed=args.seed)), tmp, nrow=args.nrow)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(out)
 
 

@@ -20,8 +20,8 @@ not the helpers it calls: a change made only in a helper keeps the hash.
 
 import hashlib
 import inspect
-from pathlib import Path
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable, Optional
 
 from . import models, step

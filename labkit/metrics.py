@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .data import load_mnist, to_unit_range
+from .runs import atomic_path
 
 BACKBONES = ("inception", "mnist")
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
@@ -241,19 +242,16 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
         except Exception:  # a damaged cache file (cut short, or not ours): compute the statistics again
             pass
     mu, sigma = statistics(features(real_images(count, split, seed, device), backbone, progress=progress))
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, mu=mu, sigma=sigma)
-        os.replace(tmp, path)
+        with atomic_path(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
+            np.savez(tmp, mu=mu, sigma=sigma)
     except OSError as err:  # a read-only or full cache costs time next call, never the result
         if not _warned.get("cache"):
             _warned["cache"] = True
             print(f"labkit: warning: could not cache real-image statistics in {cache_dir()} "
                   f"({err.strerror or err}); they will be computed again next time. Set LABKIT_CACHE to a "
                   f"folder you can write to.", file=sys.stderr)
-    finally:
-        tmp.unlink(missing_ok=True)
     return mu, sigma
 
 

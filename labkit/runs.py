@@ -35,6 +35,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -139,19 +140,37 @@ def differences(saved, config):
 # Files written safely
 
 
-def write_atomic(path, text):
-    """Write `text` to `path` through a temporary file and a rename: the old file or the new, never half."""
+@contextmanager
+def atomic_path(path, suffix=""):
+    """A temporary file name beside `path` to write in the block. If the block ends normally the file
+    replaces `path` in one rename (a reader sees the old file or the new, never half of one); if anything
+    goes wrong (an error, a full disk, Ctrl-C) it is removed. suffix: for writers that go by the extension."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def write_atomic(path, text):
+    """Write `text` to `path` atomically (`atomic_path`), flushed to the disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_csv(path, columns, rows):
+    """Write dict rows as a CSV table with a header, atomically."""
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def write_json(path, value):
@@ -216,12 +235,8 @@ def read_history(run_dir, columns, warn=None):
 
 def write_history(run_dir, rows, columns):
     """Rewrite history.csv with `rows` (atomically)."""
-    lines = [",".join(columns)] + [",".join(repr_value(row[c]) for c in columns) for row in rows]
+    lines = [",".join(columns)] + [",".join(format_value(row[c]) for c in columns) for row in rows]
     write_atomic(Path(run_dir) / "history.csv", "\n".join(lines) + "\n")
-
-
-def repr_value(value):
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _warn(text):
@@ -435,7 +450,9 @@ class RunWriter:
     """What a run writes while it trains: history rows, TensorBoard scalars, sample grids, checkpoints."""
 
     def __init__(self, run_dir, start_step, columns, tag=None):
-        from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # slow import; only needed when training
+        )
 
         self.run_dir, self.columns = Path(run_dir), columns
         self.tag = tag or (lambda key: key)
@@ -443,7 +460,7 @@ class RunWriter:
         self.history_file = open(self.run_dir / "history.csv", "a", newline="")
 
     def log(self, row):
-        self.history_file.write(",".join(repr_value(row[c]) for c in self.columns) + "\n")
+        self.history_file.write(",".join(format_value(row[c]) for c in self.columns) + "\n")
         self.history_file.flush()
         for key in self.columns[1:]:
             self.tensorboard.add_scalar(self.tag(key), row[key], row["step"])
@@ -463,12 +480,8 @@ class RunWriter:
                                        f"stopped and they were not saved. Try a lower learning rate or another seed.")
         grid = self.run_dir / "samples" / f"step-{step:06d}.png"
         grid.parent.mkdir(parents=True, exist_ok=True)
-        tmp = grid.with_name(f".{grid.name}.tmp.png")
-        try:
+        with atomic_path(grid, ".png") as tmp:
             save_image(to_unit_range(samples), tmp, nrow=8)
-            os.replace(tmp, grid)
-        finally:
-            tmp.unlink(missing_ok=True)
         save_atomic(state, checkpoint_path(self.run_dir, step))
         remove_older_checkpoints(self.run_dir)
         self.tensorboard.flush()

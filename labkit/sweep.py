@@ -27,10 +27,8 @@ its lock), and the tables are rebuilt from all result files after every
 run, so the processes need no other coordination.
 """
 
-import csv
 import itertools
 import math
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -40,7 +38,7 @@ import numpy as np
 from .data import require_mnist
 from .metrics import BACKBONES
 from .runs import (RunInUseError, check_folder_path, check_writable, read_json, resolve_device, runs_root,
-                   write_json)
+                   write_csv, write_json)
 from .together import resume_step, train_together, why_not_together
 from .train import TrainConfig, check_seed, train
 
@@ -100,18 +98,6 @@ def sweep_name(base, latent_dims, hidden_dims, seeds, backbone, fid_count):
                      f"{backbone}{fid_count}"])
 
 
-def _write_csv_atomic(path, columns, rows):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def collect(configs, runs_dir, out_dir, backbone, fid_count):
     """Rebuild runs.csv and summary.csv from the result files of `configs`' runs; return (runs, summary)."""
     rows = []
@@ -131,8 +117,8 @@ def collect(configs, runs_dir, out_dir, backbone, fid_count):
             fid_backbone=backbone, fid_n=fid_count))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv_atomic(out_dir / "runs.csv", RUN_COLUMNS, rows)
-    _write_csv_atomic(out_dir / "summary.csv", SUMMARY_COLUMNS, summary)
+    write_csv(out_dir / "runs.csv", RUN_COLUMNS, rows)
+    write_csv(out_dir / "summary.csv", SUMMARY_COLUMNS, summary)
     return rows, summary
 
 

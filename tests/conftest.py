@@ -8,7 +8,6 @@ import urllib.request
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def mnist_train():
     from labkit.data import load_mnist

@@ -142,7 +142,7 @@ def test_a_truncated_mnist_file_is_named(workdir, capsys, monkeypatch):
 def test_an_out_path_that_is_a_file_or_under_a_file_is_refused(workdir, capsys, command):
     (workdir / "notes.txt").write_text("my notes")
     before = snapshot(workdir)
-    extra = {"train": [*TINY], "sweep": ["--latent_dims", "8", "--hidden_dims", "8", *TINY],
+    extra = {"train": [*TINY], "sweep": ["--latent_dims", "8", "--hidden_dims", "8", "--no_cuda", "--quiet"],
              "train-vae": ["--no_cuda"], "sample": ["--run", "x"]}[command]
     for out in (workdir / "notes.txt", workdir / "notes.txt" / "run"):
         target = out if command != "sample" else out / "grid.png" if out.name == "run" else out
@@ -273,7 +273,6 @@ def test_a_kill_during_a_write_leaves_the_old_file_whole(workdir, capsys, monkey
     import labkit.runs
     from labkit.checkpoints import save_atomic
     from labkit.runs import write_history, write_json
-
     from labkit.train import TrainConfig
 
     out = trained(capsys, workdir / "run", steps=20, saving=10)
@@ -419,7 +418,7 @@ def test_a_read_only_runs_folder_is_one_line(workdir, capsys, read_only, command
     read_only(workdir / "runs")
     args = {"train": ["train", "--num_training_steps", 10, *TINY],
             "sweep": ["sweep", "--latent_dims", 8, "--hidden_dims", 8, "--seeds", 1, "--num_training_steps", 10,
-                      "--fid_count", 50, "--backbone", "mnist", *TINY],
+                      "--fid_count", 50, "--backbone", "mnist", "--no_cuda", "--quiet"],
             "train-vae": ["train-vae", "--num_training_steps", 10, "--no_cuda", "--quiet"]}[command]
     status, err = run(capsys, *args)
     assert status == 2
