@@ -11,13 +11,11 @@ import math
 import torch
 from torch import nn
 
+from .models import count_parameters as count
+
 
 def ok(text):
     print(f"  ok  {text}")
-
-
-def count(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def copy_weights(source, target):

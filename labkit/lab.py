@@ -156,11 +156,11 @@ def extend(run_, steps, *, code=None):
 
 def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_count=None):
     """The profile's latent x hidden x seeds sweep over the lab's runs (so runs trained by other
-    notebooks are reused); returns (runs, summary)."""
+    notebooks are reused); returns (runs, summary). seeds: a list, or a number N for 2022 ... 2022 + N - 1."""
     from . import sweep as sweeps
 
     p = profile()
-    return sweeps.sweep(latent_dims or p.latent_sizes, hidden_dims or p.hidden_sizes, list(seeds or p.seeds),
+    return sweeps.sweep(latent_dims or p.latent_sizes, hidden_dims or p.hidden_sizes, seeds or list(p.seeds),
                         runs_dir(), config(), fid_count=fid_count or p.fid_count,
                         backbone=backbone or p.fid_backbone)
 

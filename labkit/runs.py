@@ -219,6 +219,9 @@ def read_history(run_dir, columns, warn=None):
     if not lines:
         return []
     header, body = lines[0], lines[1:]
+    if header != list(columns):
+        raise ValueError(f"{path} has the columns {','.join(header)}, not labkit's {','.join(columns)}; it is "
+                         f"damaged or from another version: delete the run folder to train it again")
     for number, values in enumerate(body, start=2):
         try:
             if len(values) != len(header):

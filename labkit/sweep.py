@@ -261,7 +261,8 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
         by_step = {}
         for config in pending:
             by_step.setdefault(resume_step(runs_dir / config.name), []).append(config)
-        batches = list(by_step.values()) if stack else [[c] for c in pending]
+        unreadable = [[c] for c in by_step.pop(None, [])]  # alone: training each says what is wrong with it
+        batches = (list(by_step.values()) + unreadable) if stack else [[c] for c in pending]
         for batch in batches:
             names = batch[0].name if len(batch) == 1 else \
                 f"{batch[0].architecture}, seeds {', '.join(str(c.seed) for c in batch)} together"

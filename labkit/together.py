@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import checkpoint_step, latest_checkpoint, make_checkpoint
+from .checkpoints import CheckpointError, load_latest, make_checkpoint
 from .code import LABKIT_GAN, REFERENCE
 from .data import BatchSampler, load_mnist
 from .models import IMAGE_SHAPE, evaluating
@@ -377,6 +377,10 @@ def _train_together(config, seeds, configs, run_dirs, states, start_step, device
 
 
 def resume_step(run_dir):
-    """The step a run folder would resume from: its newest checkpoint's (0 for a new run)."""
-    newest = latest_checkpoint(run_dir)
-    return checkpoint_step(newest) if newest else 0
+    """The step a run folder would resume from (0 for a new run): its newest readable checkpoint's, as
+    training would pick it; None if none can be read (training it will say why)."""
+    try:
+        state = load_latest(run_dir, CHECKPOINT_KIND, warn=lambda text: None)
+    except CheckpointError:
+        return None
+    return state["step"] if state else 0

@@ -263,6 +263,17 @@ def test_a_torn_last_history_row_is_dropped_with_a_warning(workdir, capsys):
     assert snapshot(out) == before  # reading wrote nothing
 
 
+def test_a_history_with_other_columns_is_one_line(workdir, capsys):
+    out = trained(capsys, workdir / "run", steps=20, saving=10)
+    history = (out / "history.csv").read_text().splitlines()
+    (out / "history.csv").write_text("\n".join(["step,loss", *history[1:]]) + "\n")  # e.g. edited by hand
+    before = snapshot(out)
+    status, err = run(capsys, "sample", "--run", out, "--out", workdir / "grid.png")
+    assert status == 2
+    one_error(err, "history.csv has the columns step,loss, not labkit's step,discriminator_loss", "delete the run")
+    assert snapshot(out) == before
+
+
 # ---------------------------------------------------------------------------
 # A kill during each write
 

@@ -177,3 +177,15 @@ def test_what_cannot_train_together_is_refused(tmp_path):
         train(CONFIG, tmp_path / "a", progress=False, seed=1, on_log=stop_at_15)
     with pytest.raises(ValueError, match=r"same step.*\[0, 10\]"):
         train_together(CONFIG, [1, 2], [tmp_path / "a", tmp_path / "b"], progress=False)
+
+
+def test_the_sweep_groups_a_run_by_the_step_it_will_really_resume_from(tmp_path):
+    from labkit.together import resume_step
+
+    run_dir = tmp_path / "run"
+    train(CONFIG, run_dir, progress=False)  # checkpoints at steps 10 and 20
+    assert resume_step(run_dir) == 20 and resume_step(tmp_path / "new") == 0
+    (run_dir / "checkpoints" / "step-000020.pt").write_bytes(b"cut short")
+    assert resume_step(run_dir) == 10  # training falls back to step 10, so the sweep stacks it with runs at 10
+    (run_dir / "checkpoints" / "step-000010.pt").write_bytes(b"cut short")
+    assert resume_step(run_dir) is None  # nothing readable: trained alone, where the error is reported
