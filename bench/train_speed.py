@@ -6,8 +6,12 @@ with per-sample Pad/ToTensor/Normalize, a DataLoader with 2 workers, and
 step; each is timed over steady-state steps after a warm-up, and the ratio
 baseline / labkit is printed per hidden size.
 
+With --compile a third column times labkit's step with G and D.logits passed
+through torch.compile (the "speed for CPU students" candidate of the lab), and
+prints how long compiling took; labkit does not compile because of it.
+
     python bench/train_speed.py                     # hidden 16 and 64, 200 steps each
-    python bench/train_speed.py --hidden 16 --steps 100
+    python bench/train_speed.py --hidden 16 --steps 100 --compile
 """
 
 import argparse
@@ -21,10 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit.data import data_root
+from labkit.code import LABKIT_GAN
+from labkit.data import BatchSampler, data_root, load_mnist
 from labkit.models import DCGANDiscriminator, DCGANGenerator
 from labkit.runs import resolve_device
-from labkit.train import TrainConfig, train
+from labkit.step import gan_step
+from labkit.train import TrainConfig, build_models, train
 
 
 def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64):
@@ -80,21 +86,56 @@ def labkit_ms_per_step(hidden, steps, warmup, device):
     return (t1 - t0) / (s1 - s0) * 1000
 
 
+def compiled_ms_per_step(hidden, steps, warmup, device):
+    """labkit's step (as `train` runs it) with G and D.logits compiled; (ms per step, seconds to compile)."""
+    config = TrainConfig(generator_hidden_dim=hidden, discriminator_hidden_dim=hidden, device=str(device))
+    torch.manual_seed(0)
+    G, D = (m.to(device) for m in build_models(config))
+    if device.type == "cpu":
+        G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999))
+    G_compiled = torch.compile(G)
+    D.logits = torch.compile(D.logits)  # gan_step calls D.logits
+    images = load_mnist("train", device=device)[0]
+    sampler = BatchSampler(len(images), config.batch_size, 0, device)
+    started = time.perf_counter()
+    for step in range(1, warmup + steps + 1):
+        if step == warmup + 1:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            compile_seconds = time.perf_counter() - started
+            start = time.perf_counter()
+        z = torch.randn(config.batch_size, config.latent_dim, device=device)
+        out = gan_step(G_compiled, D, opt_g, opt_d, images[sampler.indices(step - 1)], z, step, config, LABKIT_GAN)
+        if step % 10 == 0:
+            out.loss_d.item()  # as labkit's trainer: the host waits at logging steps only
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1000, compile_seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="also time labkit's step under torch.compile")
     args = parser.parse_args()
     device = resolve_device(args.device)
     print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cores; {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"{'hidden':>6} {'baseline ms/step':>17} {'labkit ms/step':>15} {'speed-up':>9}")
+    print(f"{'hidden':>6} {'baseline ms/step':>17} {'labkit ms/step':>15} {'speed-up':>9}"
+          + (f" {'compiled ms/step':>17} {'compiled vs labkit':>19} {'compiling':>10}" if args.compile else ""))
     for hidden in args.hidden:
         base = baseline_ms_per_step(hidden, args.steps, args.warmup, device)
         ours = labkit_ms_per_step(hidden, args.steps, args.warmup, device)
-        print(f"{hidden:>6} {base:>17.1f} {ours:>15.1f} {base / ours:>8.2f}x")
+        line = f"{hidden:>6} {base:>17.1f} {ours:>15.1f} {base / ours:>8.2f}x"
+        if args.compile:
+            compiled, seconds = compiled_ms_per_step(hidden, args.steps, args.warmup, device)
+            line += f" {compiled:>17.1f} {ours / compiled:>18.2f}x {seconds:>9.0f}s"
+        print(line)
         sys.stdout.flush()
 
 
