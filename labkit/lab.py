@@ -233,7 +233,8 @@ def banner(notebook=None):
               f"hidden sizes, and an Inception FID on 3000 images about 7 min. On a laptop: lab.use(\"cpu\").")
     elif measured:
         minutes, machine = measured
-        print(f"This notebook in the '{p.name}' profile: about {minutes:.0f} min on {machine} when nothing is "
+        cost = "under a minute" if minutes < 1 else f"about {minutes:.0f} min"
+        print(f"This notebook in the '{p.name}' profile: {cost} on {machine} when nothing is "
               f"trained yet (bench/lab_time.py); runs trained before are loaded, not trained again.")
     elif notebook and dev.type == "cuda":
         print(f"This notebook in the '{p.name}' profile on a GPU: time not measured yet (bench/lab_time.py).")

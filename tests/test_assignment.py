@@ -195,8 +195,9 @@ def test_a_run_trained_with_student_code_lives_in_its_own_folder(tmp_path, monke
     assert not (theirs.path / "code.py").exists() and theirs.config.code == "labkit"
     # Loading it needs the same code: labkit's own would be a different model.
     from labkit.train import load_run
-    with pytest.raises(ValueError, match="trained with student-"):
+    with pytest.raises(ValueError, match="trained with student-") as refused:
         load_run(mine.path)
+    assert str(mine.path / "code.py") in str(refused.value) and "code=GANCode(...)" in str(refused.value)
     assert load_run(mine.path, code=GANCode(generator_loss=generator_loss)).step == 10
 
 
