@@ -20,3 +20,19 @@ def test_a_benchmark_runs_and_prints_its_ratio(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "x" in done.stdout.splitlines()[-1]  # the speed-up column
+
+
+def test_unsure_vs_steps_extends_a_run_and_counts_its_digits(tmp_path):
+    import os
+
+    env = dict(os.environ, LABKIT_RUNS=str(tmp_path / "runs"), LABKIT_CACHE=str(tmp_path / "cache"))
+    train = subprocess.run([sys.executable, "-m", "labkit.cli", "train", "--num_training_steps", "10",
+                            "--generator_hidden_dim", "8", "--discriminator_hidden_dim", "8", "--no_cuda", "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0, train.stderr
+    run = tmp_path / "runs" / "dcgan_z16_g8_d8_steps10_seed2022"
+    done = subprocess.run([sys.executable, str(BENCH / "unsure_vs_steps.py"), "--run", str(run), "--steps", "10", "20",
+                           "--samples", "50"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("| 20 | ")  # one table row per length
+    assert (tmp_path / "runs" / "dcgan_z16_g8_d8_steps20_seed2022").is_dir()  # the extension is a new run
