@@ -3,7 +3,8 @@
 nbval runs every notebook (the README's test command); these tests check what
 nbval cannot: how the notebooks are saved, and that the functions behind the
 widgets draw one figure and return nothing (a returned Figure or Run would be
-shown a second time, or as a long repr, under the widget).
+shown a second time, or as a long repr, under the widget). They run under
+JupyterLab's inline backend and count the PNGs a student would see.
 """
 
 import os
@@ -37,10 +38,11 @@ def test_each_widget_draws_one_figure_and_returns_nothing(name, call, tmp_path):
 
     nb = nbformat.read(str(next(p for p in NOTEBOOKS if p.stem == name)), as_version=4)
     widget = next(i for i, c in enumerate(nb.cells) if "widgets.interact" in c.source)
-    probe = ("import matplotlib.pyplot as plt\nplt.close('all')\n"
-             f"result = {call}\nprint('PROBE', result, len(plt.get_fignums()))")
+    probe = f"result = {call}\nprint('PROBE', result)"
     nb.cells = nb.cells[:widget + 1] + [nbformat.v4.new_code_cell(probe)]  # the widget cell defines it
-    env = dict(os.environ, LABKIT_PROFILE="smoke", LABKIT_RUNS=str(tmp_path / "runs"), MPLBACKEND="Agg")
+    # JupyterLab's own backend: a figure reaches the student as a PNG output, so count those.
+    env = dict(os.environ, LABKIT_PROFILE="smoke", LABKIT_RUNS=str(tmp_path / "runs"),
+               MPLBACKEND="module://matplotlib_inline.backend_inline")
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -49,5 +51,11 @@ def test_each_widget_draws_one_figure_and_returns_nothing(name, call, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    text = "".join(o.get("text", "") for o in done.cells[-1].outputs if o.output_type == "stream")
-    assert "PROBE None 1" in text, text
+    outputs = done.cells[-1].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "PROBE None" in text, text  # nothing returned: no Figure shown twice, no long repr
+    shown = [sorted(o["data"]) for o in outputs if o.output_type != "stream"]  # besides printed text
+    figures = [kinds for kinds in shown if "image/png" in kinds]
+    others = [kinds for kinds in shown if "image/png" not in kinds]
+    assert len(figures) == 1, shown  # one figure, drawn once
+    assert all("application/vnd.jupyter.widget-view+json" in kinds for kinds in others), shown  # progress bars
