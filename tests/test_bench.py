@@ -36,3 +36,35 @@ def test_unsure_vs_steps_extends_a_run_and_counts_its_digits(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("| 20 | ")  # one table row per length
     assert (tmp_path / "runs" / "dcgan_z16_g8_d8_steps20_seed2022").is_dir()  # the extension is a new run
+
+
+def test_unsure_gap_reproduces_labkits_run_and_reports_each_candidate(tmp_path):
+    """The script refuses to report if its own loop no longer trains exactly labkit's run."""
+    import os
+
+    env = dict(os.environ, LABKIT_RUNS=str(tmp_path / "runs"))
+    done = subprocess.run([sys.executable, str(BENCH / "unsure_gap.py"), "--num_training_steps", "20",
+                           "--hidden_dim", "8", "--samples", "50", "--grid", str(tmp_path / "grid.png")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| standard", "| batchnorm", "| ema", "| ema", "| init",
+                                                     "| threshold", "| threshold"]
+    assert "reproduced labkit's run bit for bit" in done.stdout
+    assert (tmp_path / "grid.png").stat().st_size > 10_000
+
+
+def test_widget_speed_times_both_widgets_beside_their_old_versions(tmp_path):
+    import os
+
+    env = dict(os.environ, LABKIT_RUNS=str(tmp_path / "runs"), MPLBACKEND="Agg")
+    train = subprocess.run([sys.executable, "-m", "labkit.cli", "train", "--num_training_steps", "10",
+                            "--generator_hidden_dim", "8", "--discriminator_hidden_dim", "8", "--no_cuda", "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert train.returncode == 0, train.stderr
+    done = subprocess.run([sys.executable, str(BENCH / "widget_speed.py"), "--moves", "2", "--confident", "0",
+                           "--run", str(tmp_path / "runs" / "dcgan_z16_g8_d8_steps10_seed2022")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()[-2:]
+    assert rows[0].startswith("| smoothing") and rows[1].startswith("| morph") and all(r.endswith("x |") for r in rows)
