@@ -24,7 +24,7 @@ final G is bit-identical to `train`'s run before it reports anything.
 verdicts, to compare its "unsure" with your own eyes. Longer training is
 bench/unsure_vs_steps.py. Results go to bench/unsure_gap.md.
 
-    python bench/unsure_gap.py                    # about 15 minutes on a 2-core CPU
+    python bench/unsure_gap.py                    # about 11 minutes on a 2-core CPU
     python bench/unsure_gap.py --grid /tmp/first100.png
 """
 
@@ -40,10 +40,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from labkit import analysis
 from labkit.code import GANCode, LABKIT_GAN
 from labkit.data import BatchSampler, load_mnist
-from labkit.models import DCGANDiscriminator, DCGANGenerator, sample_images
+from labkit.models import sample_images
 from labkit.runs import runs_root
-from labkit.step import gan_step
+from labkit.step import gan_step, needs_losses
 from labkit.train import TrainConfig, build_models, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fid_gap import DefaultInitDiscriminator, DefaultInitGenerator  # noqa: E402  (the same init as fid_gap)
 
 OUT = Path(__file__).with_suffix(".md")
 DECAYS = (0.99, 0.999)
@@ -68,9 +71,12 @@ def train_mode_samples(generator, count, seed, batch_size=64):
 def train_with_averages(config, decays, progress=True):
     """The course's run, trained as `labkit.train.train` trains it, with EMAs of G kept alongside.
 
-    Returns (G, {decay: averaged G}). Only the CPU path: channels_last, as train() uses there.
+    Returns (G, {decay: averaged G}). Only the CPU path: channels_last, as train() uses there. No
+    rebalancing rule that reads the losses (train() passes it G's previous loss; this loop does not).
     """
     from tqdm.auto import tqdm
+
+    assert not needs_losses(config, LABKIT_GAN), "the loop does not track G's previous loss"
 
     device = torch.device("cpu")
     images = load_mnist("train")[0].contiguous(memory_format=torch.channels_last)
@@ -94,22 +100,6 @@ def train_with_averages(config, decays, progress=True):
                 average.update_parameters(G)
     G.eval()
     return G, {d: average.module.eval() for d, average in averages.items()}
-
-
-class DefaultInitGenerator(DCGANGenerator):
-    def __init__(self, latent_dim=16, hidden_dim=16):
-        super().__init__(latent_dim, hidden_dim)
-        for module in self.modules():
-            if hasattr(module, "reset_parameters") and module is not self:
-                module.reset_parameters()
-
-
-class DefaultInitDiscriminator(DCGANDiscriminator):
-    def __init__(self, hidden_dim=16):
-        super().__init__(hidden_dim)
-        for module in self.modules():
-            if hasattr(module, "reset_parameters") and module is not self:
-                module.reset_parameters()
 
 
 def save_grid(images, path):
@@ -146,17 +136,19 @@ def main(argv=None):
     started = time.time()
     run = train(config, runs_root() / config.name)  # labkit's run: loaded if trained before
     G, averages = train_with_averages(config, DECAYS)
-    for (name, a), b in zip(run.generator.state_dict().items(), G.state_dict().values()):
-        if not torch.equal(a, b):
-            sys.exit(f"unsure_gap: this script's loop no longer reproduces labkit.train.train ({name} differs); "
-                     f"fix train_with_averages before trusting its numbers")
+    theirs, ours = run.generator.state_dict(), G.state_dict()
+    differ = [name for name in theirs if name not in ours or not torch.equal(theirs[name], ours[name])]
+    if differ or theirs.keys() != ours.keys():
+        sys.exit(f"unsure_gap: this script's loop did not reproduce {run.path} ({(differ or ['the keys'])[0]} "
+                 f"differs). Was that run trained on another device or torch version? Otherwise fix "
+                 f"train_with_averages before trusting its numbers")
     default_init = train(config, runs_root() / "bench_unsure_gap" / f"{config.name}_default_init",
                          code=GANCode(generator=DefaultInitGenerator, discriminator=DefaultInitDiscriminator)).generator
 
-    standard = {seed: sample_images(G, args.samples, seed=seed) for seed in SAMPLE_SEEDS}
+    standard = {seed: sample_images(run.generator, args.samples, seed=seed) for seed in SAMPLE_SEEDS}
     rows = [("standard", "labkit's run, G in eval mode, confidence 0.7", [readability(standard[s]) for s in SAMPLE_SEEDS]),
             ("batchnorm", "G in training mode (batch statistics, batches of 64)",
-             [readability(train_mode_samples(G, args.samples, s)) for s in SAMPLE_SEEDS])]
+             [readability(train_mode_samples(run.generator, args.samples, s)) for s in SAMPLE_SEEDS])]
     for decay, average in averages.items():
         rows.append(("ema", f"G's weights averaged over training, decay {decay}",
                      [readability(sample_images(average, args.samples, seed=s)) for s in SAMPLE_SEEDS]))

@@ -3,19 +3,20 @@
 Each widget move redraws one figure. This script times what a move costs, from
 the call to the PNG that JupyterLab shows (matplotlib's inline backend renders
 the figure to PNG; the same is done here), side by side with how the widgets
-worked before issue 13 (the baseline):
+worked when issue 13 was filed (the baseline) and in between:
 
   smoothing  a plots.plot_curves figure of four runs of the cpu profile's length
              (500 logged rows each), built once and given each new weight by
-             plots.set_smoothing; baseline: a new figure per move, drawn twice
-             (the callback returned the Figure, so interact showed it again)
+             plots.set_smoothing; before: a new figure per move, and at first
+             drawn twice (the callback returned the Figure, so interact showed
+             it again)
   morph      the interpolation path and its chosen point (analysis.interpolate,
              plots.plot_path), endpoints found once per digit pair and cached;
              baseline: analysis.find_latents (2 x 2000 samples through G and the
              digit classifier) on every move
 
 Figures are ms per move, median of `--moves` moves after a first draw, and the
-ratio baseline / now. The runs are the lab's: the course DCGAN from the runs
+ratio baseline / variant. The runs are the lab's: the course DCGAN from the runs
 root (trained if missing); the four curve histories are its history, four times
 (a plot's cost depends on the rows, not on their values).
 
@@ -78,22 +79,25 @@ def main(argv=None):
 
     smoothing = [0.3 + 0.6 * i / max(args.moves - 1, 1) for i in range(args.moves)]
     render(plots.plot_curves(runs, 0.6))  # the first draw (fonts, caches)
-
     curves = plots.plot_curves(runs, 0.6)  # notebook 2 builds its figure once
 
-    def smoothing_now(s):
+    def smoothing_in_place(s):
         plots.set_smoothing(curves, runs, s).canvas.print_figure(io.BytesIO(), format="png", bbox_inches="tight")
 
-    def smoothing_before(s):
+    def smoothing_new_figure(s):
         render(plots.plot_curves(runs, s))
-        render(plots.plot_curves(runs, s))  # returned and shown again
+
+    def smoothing_shown_twice(s):
+        render(plots.plot_curves(runs, s))
+        render(plots.plot_curves(runs, s))  # returned by the callback and shown again
 
     common = [int(d) for d in analysis.count_digits(sample_images(G, 1000)).counts.argsort()[::-1][:2]]
     cache = {}
 
     def endpoints(a, b, cached):
         if not cached or (a, b) not in cache:
-            cache[a, b] = (analysis.find_latents(G, a, threshold=args.confident), analysis.find_latents(G, b, threshold=args.confident))
+            cache[a, b] = (analysis.find_latents(G, a, threshold=args.confident),
+                           analysis.find_latents(G, b, threshold=args.confident))
         return cache[a, b]
 
     def morph(l, cached):
@@ -105,17 +109,23 @@ def main(argv=None):
     positions = [-1 + 3 * i / max(args.moves - 1, 1) for i in range(args.moves)]
     morph(0.5, cached=True)  # the first draw, which finds and caches the endpoints
 
-    rows = []
-    for name, now, before, values in (
-            ("smoothing (notebook 2)", smoothing_now, smoothing_before, smoothing),
-            ("morph (notebook 5)", lambda l: morph(l, True), lambda l: morph(l, False), positions)):
-        now_ms, now_max = median_ms(now, values)
-        before_ms, _ = median_ms(before, values)
-        rows.append((name, before_ms, now_ms, now_max))
-    lines = ["| widget | before (ms per move) | now (ms per move) | now, slowest move | speed-up |",
+    variants = [  # (widget, how a move is drawn, function, values); the first of each widget is the baseline
+        ("smoothing (notebook 2)", "a new figure, shown twice (as issue 13 found it)", smoothing_shown_twice, smoothing),
+        ("smoothing (notebook 2)", "a new figure per move (labkit until set_smoothing)", smoothing_new_figure,
+         smoothing),
+        ("smoothing (notebook 2)", "one figure, new weight in place (plots.set_smoothing: now)", smoothing_in_place,
+         smoothing),
+        ("morph (notebook 5)", "endpoints searched on every move (as issue 13 found it)",
+         lambda l: morph(l, False), positions),
+        ("morph (notebook 5)", "endpoints cached per digit pair (now)", lambda l: morph(l, True), positions),
+    ]
+    lines = ["| widget | a move | ms per move (median) | slowest move | speed-up over the first |",
              "| --- | --- | --- | --- | --- |"]
-    for name, before_ms, now_ms, now_max in rows:
-        lines.append(f"| {name} | {before_ms:.0f} | {now_ms:.0f} | {now_max:.0f} | {before_ms / now_ms:.1f}x |")
+    baseline = {}
+    for widget, how, move, values in variants:
+        median, slowest = median_ms(move, values)
+        baseline.setdefault(widget, median)
+        lines.append(f"| {widget} | {how} | {median:.0f} | {slowest:.0f} | {baseline[widget] / median:.1f}x |")
     print(f"widget moves on {torch.get_num_threads()} CPU threads, median of {args.moves} moves after the first draw")
     print("\n".join(lines))
 

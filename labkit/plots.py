@@ -77,16 +77,21 @@ def set_smoothing(fig, runs, smoothing, curves=CURVES):
     """Give a `plot_curves` figure of the same runs another smoothing weight, in place; returns it.
 
     Only the smoothed lines' values and the legend's title change, so the
-    figure is not built and laid out again: a move of notebook 2's slider took
-    0.66 s instead of 1.0 s this way on a 2-core CPU (bench/widget_speed.py).
+    figure is not built and laid out again (notebook 2's slider;
+    bench/widget_speed.py measures it). The axes keep their limits, which the
+    raw values set: a smoothed curve is a weighted mean of raw values, so it
+    never leaves their range, and the figure equals a new one drawn at
+    `smoothing` (tests/test_plots.py).
     """
     smoothed = {line.get_gid(): line for ax in fig.axes for line in ax.lines if line.get_gid()}
+    wanted = {_smoothed_id(key, name) for name in runs for key in curves}
+    if wanted != set(smoothed):
+        raise ValueError("set_smoothing needs the figure plot_curves drew for these same runs and curves; "
+                         "draw a new one with plot_curves")
     for name, history in runs.items():
         for key in curves:
             smoothed[_smoothed_id(key, name)].set_ydata(smooth([row[key] for row in history], smoothing))
-    for ax in fig.axes:
-        if ax.get_legend() is not None:
-            ax.get_legend().set_title(_legend_title(smoothing))
+    fig.axes[len(curves)].get_legend().set_title(_legend_title(smoothing))  # the legend's own panel
     return fig
 
 

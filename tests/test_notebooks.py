@@ -51,6 +51,7 @@ def test_each_widget_draws_one_figure_and_returns_nothing(name, call, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    assert not [o for o in done.cells[widget].outputs if "image/png" in o.get("data", {})]  # no stray figure
     outputs = done.cells[-1].outputs
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "PROBE None" in text, text  # nothing returned: no Figure shown twice, no long repr

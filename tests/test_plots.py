@@ -10,6 +10,12 @@ import pytest  # noqa: E402
 from labkit import plots  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
 @pytest.fixture
 def runs(small_gan):
     """Two runs' histories (the second one shifted, so the lines differ)."""
@@ -28,7 +34,8 @@ def test_a_new_smoothing_in_place_draws_exactly_the_figure_a_fresh_one_would(run
     untouched = plots.plot_curves(runs, smoothing=0.6)
     assert np.array_equal(pixels(moved), pixels(fresh))
     assert not np.array_equal(pixels(untouched), pixels(fresh))  # the weight shows in the figure
-    plt.close("all")
+    with pytest.raises(ValueError, match="same runs"):
+        plots.set_smoothing(moved, {"another run": runs["shifted"]}, 0.5)
 
 
 def test_figures_fit_the_notebook_and_their_text_is_readable(runs):
@@ -43,4 +50,3 @@ def test_figures_fit_the_notebook_and_their_text_is_readable(runs):
     assert all(ax.get_ylabel() for ax in curves.axes[:len(plots.CURVES)])  # every panel says what it plots
     assert curves.axes[len(plots.CURVES)].get_legend() is not None  # the legend has a panel of its own
     assert heatmap.axes[1].get_ylabel() == "Inception FID"  # the colour bar says what its colours mean
-    plt.close("all")
