@@ -20,7 +20,10 @@ Ctrl-C during the slow imports (torch) is also answered with one line.
 
 import argparse
 import errno
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -303,12 +306,34 @@ def describe_os_error(err):
     return f"{err.strerror or err}{where}"
 
 
+@contextmanager
+def ctrl_c_held_back():
+    """Inside the block Ctrl-C is only noted; it is raised as KeyboardInterrupt when the block ends.
+
+    For the slow imports (torch, seconds): raised in the middle of them, a
+    KeyboardInterrupt can land in third-party code that swallows it (CI once
+    saw a Ctrl-C lost there, and the run trained to its end).
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def main(argv=None):
     try:
-        from .checkpoints import CheckpointError
-        from .data import DatasetNotFoundError
-        from .metrics import WeightsNotFoundError
-        from .runs import RunInUseError, TrainingDiverged
+        with ctrl_c_held_back():
+            from .checkpoints import CheckpointError
+            from .data import DatasetNotFoundError
+            from .metrics import WeightsNotFoundError
+            from .runs import RunInUseError, TrainingDiverged
 
         try:
             args = build_parser().parse_args(argv)

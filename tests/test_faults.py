@@ -576,6 +576,23 @@ def test_ctrl_c_during_the_imports_of_the_real_command(workdir):
         "labkit: interrupted; run the same command again to resume from the last checkpoint"]
 
 
+def test_ctrl_c_during_the_imports_is_held_back_until_they_end():
+    """Ctrl-C raised inside code that swallows every exception would be lost; held back, it is raised after."""
+    from labkit.cli import ctrl_c_held_back
+
+    before = signal.getsignal(signal.SIGINT)
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held_back():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the signal is handled here
+            except BaseException:  # a third-party import that swallows everything
+                pass
+            reached_the_end = True
+    assert reached_the_end and signal.getsignal(signal.SIGINT) is before
+
+
 OUT_OF_MEMORY = """
 import resource, sys
 import torch, torchvision, matplotlib
