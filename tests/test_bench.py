@@ -54,17 +54,12 @@ def test_unsure_gap_reproduces_labkits_run_and_reports_each_candidate(tmp_path):
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_widget_speed_times_both_widgets_beside_their_old_versions(tmp_path):
+def test_widget_speed_times_both_widgets_beside_their_old_versions(small_gan, tmp_path):
     import os
 
     env = dict(os.environ, LABKIT_RUNS=str(tmp_path / "runs"), MPLBACKEND="Agg")
-    train = subprocess.run([sys.executable, "-m", "labkit.cli", "train", "--num_training_steps", "10",
-                            "--generator_hidden_dim", "8", "--discriminator_hidden_dim", "8", "--no_cuda", "--quiet"],
-                           capture_output=True, text=True, env=env, timeout=600)
-    assert train.returncode == 0, train.stderr
     done = subprocess.run([sys.executable, str(BENCH / "widget_speed.py"), "--moves", "2", "--confident", "0",
-                           "--run", str(tmp_path / "runs" / "dcgan_z16_g8_d8_steps10_seed2022")],
-                          capture_output=True, text=True, env=env, timeout=600)
+                           "--run", str(small_gan.path)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = done.stdout.splitlines()[-5:]
     assert [row.split(" | ")[0] for row in rows] == ["| smoothing (notebook 2)"] * 3 + ["| morph (notebook 5)"] * 2
