@@ -33,8 +33,17 @@ from labkit.step import gan_step
 from labkit.train import TrainConfig, build_models, train
 
 
-def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64):
-    torch.manual_seed(0)
+def course_loop(hidden, steps, device, latent=16, batch_size=64, seed=0, on_step=None, progress=False):
+    """Train the course DCGAN `steps` steps the way the course's main.py did; returns the generator.
+
+    A torchvision MNIST Dataset with per-sample Pad/ToTensor/Normalize, a shuffling
+    DataLoader with 2 workers, Sigmoid outputs into nn.BCELoss, `.item()` on the
+    losses every step (as its logger did). The networks are labkit's (the course's
+    architecture, DCGAN init). `on_step(step)` is called before each 0-based step.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
     transform = transforms.Compose([transforms.Pad(2), transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     dataset = datasets.MNIST(str(data_root()), train=True, download=True, transform=transform)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, drop_last=True,
@@ -44,11 +53,9 @@ def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     bce = nn.BCELoss()
     batches = iter(loader)
-    for step in range(warmup + steps):
-        if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+    for step in tqdm(range(steps), desc="the course's loop", disable=not progress, mininterval=5):
+        if on_step:
+            on_step(step)
         try:
             real, _ = next(batches)
         except StopIteration:
@@ -57,6 +64,7 @@ def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64
         real = real.to(device)
         ones = torch.ones(batch_size, device=device)
         zeros = torch.zeros(batch_size, device=device)
+        # D: maximize log(D(x)) + log(1 - D(G(z)))
         D.zero_grad()
         out_real = D(real)
         z = torch.randn(batch_size, latent, 1, 1, device=device)
@@ -65,12 +73,26 @@ def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64
         loss_d = bce(out_real, ones) + bce(out_fake, zeros)
         loss_d.backward()
         opt_d.step()
+        # G: maximize log(D(G(z))) on the same z
         G.zero_grad()
         loss_g = bce(D(fake), ones)
         loss_g.backward()
         opt_g.step()
         loss_d.item(), loss_g.item(), out_real.mean().item(), out_fake.mean().item()  # logged every step
-    return (time.perf_counter() - start) / steps * 1000
+    return G.eval()
+
+
+def baseline_ms_per_step(hidden, steps, warmup, device, latent=16, batch_size=64):
+    start = []
+
+    def on_step(step):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start.append(time.perf_counter())
+
+    course_loop(hidden, warmup + steps, device, latent, batch_size, on_step=on_step)
+    return (time.perf_counter() - start[0]) / steps * 1000
 
 
 def labkit_ms_per_step(hidden, steps, warmup, device):

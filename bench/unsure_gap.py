@@ -13,6 +13,9 @@ alone does to that share, beside labkit's standard sampling:
              train exactly as before, only the sampled weights are the average
   init       G and D initialised with PyTorch's defaults instead of DCGAN's N(0, 0.02)
              (the course's code does not say which it used), trained 5000 steps
+  course     the course's own loop (bench/train_speed.py's baseline: a shuffling DataLoader,
+             per-sample transforms, Sigmoid into nn.BCELoss), same networks and seed, 5000
+             steps: does labkit's faster trainer draw worse digits than the course's code?
   threshold  the standard samples, counted at confidences 0.5 and 0.6 instead of 0.7
 
 Each share is over 1000 samples, for two sample seeds, with the smallest
@@ -24,7 +27,7 @@ final G is bit-identical to `train`'s run before it reports anything.
 verdicts, to compare its "unsure" with your own eyes. Longer training is
 bench/unsure_vs_steps.py. Results go to bench/unsure_gap.md.
 
-    python bench/unsure_gap.py                    # about 11 minutes on a 2-core CPU
+    python bench/unsure_gap.py                    # 13 minutes on a 2-core CPU once labkit's runs are trained
     python bench/unsure_gap.py --grid /tmp/first100.png
 """
 
@@ -47,6 +50,7 @@ from labkit.train import TrainConfig, build_models, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fid_gap import DefaultInitDiscriminator, DefaultInitGenerator  # noqa: E402  (the same init as fid_gap)
+from train_speed import course_loop  # noqa: E402  (the course's loop, as train_speed times it)
 
 OUT = Path(__file__).with_suffix(".md")
 DECAYS = (0.99, 0.999)
@@ -154,6 +158,9 @@ def main(argv=None):
                      [readability(sample_images(average, args.samples, seed=s)) for s in SAMPLE_SEEDS]))
     rows.append(("init", "PyTorch's default initialisation, retrained",
                  [readability(sample_images(default_init, args.samples, seed=s)) for s in SAMPLE_SEEDS]))
+    course = course_loop(args.hidden_dim, args.num_training_steps, torch.device("cpu"), seed=args.seed, progress=True)
+    rows.append(("course", "the course's own loop (DataLoader, nn.BCELoss), same networks and seed, retrained",
+                 [readability(sample_images(course, args.samples, seed=s)) for s in SAMPLE_SEEDS]))
     for threshold in (0.6, 0.5):
         rows.append(("threshold", f"the standard samples, unsure below confidence {threshold}",
                      [readability(standard[s], threshold) for s in SAMPLE_SEEDS]))

@@ -49,7 +49,7 @@ def test_unsure_gap_reproduces_labkits_run_and_reports_each_candidate(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][2:]
     assert [row.split(" | ")[0] for row in rows] == ["| standard", "| batchnorm", "| ema", "| ema", "| init",
-                                                     "| threshold", "| threshold"]
+                                                     "| course", "| threshold", "| threshold"]
     assert "reproduced labkit's run bit for bit" in done.stdout
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
