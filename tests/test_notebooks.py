@@ -9,9 +9,12 @@ JupyterLab's inline backend and count the PNGs a student would see.
 
 import os
 from pathlib import Path
+from queue import Empty
+from time import monotonic
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -28,41 +31,36 @@ def test_notebooks_are_saved_small_and_start_with_their_banner(path):
     assert path.stat().st_size < 60_000
 
 
-def sliced_notebook_client():
+def _in_slices(get_msg):
+    """`get_msg(timeout)` of a kernel channel, asked again every second until `timeout`."""
+    async def get_msg_in_slices(timeout=None):
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else min(1.0, max(deadline - monotonic(), 0.0))
+            try:
+                return await get_msg(timeout=left)
+            except Empty:
+                if deadline is not None and monotonic() >= deadline:
+                    raise
+    return get_msg_in_slices
+
+
+class SlicedNotebookClient(NotebookClient):
     """nbclient's NotebookClient, waiting for the kernel's messages in 1-second slices.
 
     NotebookClient waits up to its whole cell timeout in one poll of the shell
-    channel. Late in the full test run, that poll sometimes missed the reply the
+    channel. Late in the full test run, that poll once missed the reply the
     kernel had sent (the kernel sat idle) and noticed it only when the poll timed
     out: one widget test took 621 s instead of 20 (CI, then reproduced; nbclient
-    issue #312 reports the same hang with widgets). Polling in slices looks again
-    every second, as labkit.grading does for nbval.
+    issue #312 reports a similar hang with widgets). Polling in slices looks
+    again every second, as labkit.grading does for nbval.
     """
-    from queue import Empty
-    from time import monotonic
 
-    from nbclient import NotebookClient
-
-    def sliced(get_msg):
-        async def get_msg_in_slices(timeout=None):
-            deadline = None if timeout is None else monotonic() + timeout
-            while True:
-                left = 1.0 if deadline is None else min(1.0, max(deadline - monotonic(), 0.0))
-                try:
-                    return await get_msg(timeout=left)
-                except Empty:
-                    if deadline is not None and monotonic() >= deadline:
-                        raise
-        return get_msg_in_slices
-
-    class SlicedNotebookClient(NotebookClient):
-        async def async_start_new_kernel_client(self):
-            kc = await super().async_start_new_kernel_client()
-            kc.shell_channel.get_msg = sliced(kc.shell_channel.get_msg)
-            kc.iopub_channel.get_msg = sliced(kc.iopub_channel.get_msg)
-            return kc
-
-    return SlicedNotebookClient
+    async def async_start_new_kernel_client(self):
+        kc = await super().async_start_new_kernel_client()
+        kc.shell_channel.get_msg = _in_slices(kc.shell_channel.get_msg)
+        kc.iopub_channel.get_msg = _in_slices(kc.iopub_channel.get_msg)
+        return kc
 
 
 @pytest.mark.parametrize("name, call", [
@@ -81,7 +79,7 @@ def test_each_widget_draws_one_figure_and_returns_nothing(name, call, tmp_path):
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        done = sliced_notebook_client()(nb, timeout=600, kernel_name="python3",
+        done = SlicedNotebookClient(nb, timeout=600, kernel_name="python3",
                               resources={"metadata": {"path": str(NOTEBOOKS[0].parent)}}).execute()
     finally:
         os.environ.clear()
