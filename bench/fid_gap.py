@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from labkit import metrics
-from labkit.code import GANCode
+from labkit.machinery.code import GANCode
 from labkit.data import load_mnist, to_unit_range
 from labkit.models import DCGANDiscriminator, DCGANGenerator, sample_images
 from labkit.train import load_run, train

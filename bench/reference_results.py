@@ -35,7 +35,7 @@ from labkit import analysis, metrics
 from labkit.models import sample_images
 from labkit.reference import (COLUMNS, COURSE, EXPERIMENTS, INCEPTION_PROTOCOL, MNIST_PROTOCOL, REFERENCE_CSV,
                               course_grid_experiments, load)
-from labkit.runs import read_json, resolve_device, runs_root, write_json
+from labkit.machinery.runs import read_json, resolve_device, runs_root, write_json
 from labkit.train import TrainConfig, train
 from labkit.vae import VAEConfig, train_vae
 

@@ -25,10 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit.code import LABKIT_GAN
+from labkit.machinery.code import LABKIT_GAN
 from labkit.data import BatchSampler, data_root, load_mnist
 from labkit.models import DCGANDiscriminator, DCGANGenerator
-from labkit.runs import resolve_device
+from labkit.machinery.runs import resolve_device
 from labkit.step import gan_step
 from labkit.train import TrainConfig, build_models, train
 

@@ -41,10 +41,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from labkit import analysis
-from labkit.code import GANCode, LABKIT_GAN
+from labkit.machinery.code import GANCode, LABKIT_GAN
 from labkit.data import BatchSampler, load_mnist
 from labkit.models import sample_images
-from labkit.runs import runs_root
+from labkit.machinery.runs import runs_root
 from labkit.step import gan_step, needs_losses
 from labkit.train import TrainConfig, build_models, train
 

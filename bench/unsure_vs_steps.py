@@ -18,7 +18,7 @@ from pathlib import Path
 
 from labkit import analysis
 from labkit.models import sample_images
-from labkit.runs import runs_root
+from labkit.machinery.runs import runs_root
 from labkit.train import TrainConfig, extend, load_run, train
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoints import make_checkpoint, save_atomic
+from .machinery import make_checkpoint, save_atomic
 from .data import BatchSampler, load_mnist
 from .models import DigitClassifier
 

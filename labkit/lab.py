@@ -18,7 +18,7 @@ which, and why.
 `lab.run(config)` returns a run trained with exactly `config`: it loads the
 run if any notebook (or `labkit train`) trained it before, and trains it
 otherwise, saying which it did. The run's folder name holds its settings
-(labkit/runs.py), so a widget that trains other settings makes a new run and
+(labkit/machinery/runs.py), so a widget that trains other settings makes a new run and
 never changes what another notebook loads.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .runs import describe_device, runs_root
+from .machinery import describe_device, runs_root
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def describe_choice():
 
 
 def runs_dir():
-    """Where the lab's runs are: the runs root shared with the `labkit` command (labkit/runs.py)."""
+    """Where the lab's runs are: the runs root shared with the `labkit` command (labkit/machinery/runs.py)."""
     return runs_root()
 
 
@@ -157,7 +157,7 @@ def extend(run_, steps, *, code=None):
 def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_count=None):
     """The profile's latent x hidden x seeds sweep over the lab's runs (so runs trained by other
     notebooks are reused); returns (runs, summary). seeds: a list, or a number N for 2022 ... 2022 + N - 1."""
-    from . import sweep as sweeps
+    from .machinery import sweep as sweeps
 
     p = profile()
     return sweeps.sweep(latent_dims or p.latent_sizes, hidden_dims or p.hidden_sizes, seeds or list(p.seeds),

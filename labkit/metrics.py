@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .data import load_mnist, to_unit_range
-from .runs import atomic_path
+from .machinery import atomic_path
 
 BACKBONES = ("inception", "mnist")
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
@@ -75,7 +75,7 @@ def load_inception(device="cpu"):
 
 def load_digit_classifier(device="cpu", path=None):
     """labkit's trained DigitClassifier (>= 99% MNIST test accuracy), eval mode."""
-    from .checkpoints import load_checkpoint
+    from .machinery import load_checkpoint
     from .classifier import ASSET, CHECKPOINT_KIND
     from .models import DigitClassifier
 

@@ -39,7 +39,7 @@ def bce_with_logits(logits, target):
     """BCE between sigmoid(logits) and a constant target (0 or 1), averaged over the last dimension.
 
     The last dimension is the batch: a batch (B,) gives one loss, and N stacked
-    models' (N, B) give one loss per model (labkit/together.py).
+    models' (N, B) give one loss per model (labkit/machinery/together.py).
     """
     targets = torch.full_like(logits, float(target))
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=-1)

@@ -6,7 +6,7 @@
 
 The step itself is `labkit.step.gan_step` (the losses, the rebalancing rule);
 this module builds the networks, feeds the step batches and noise, logs what
-it measured and writes the run folder (labkit/runs.py describes it).
+it measured and writes the run folder (labkit/machinery/runs.py describes it).
 
 Calling `train` with the settings of an unfinished run continues it from its
 newest checkpoint, so an interrupted run loses at most `saving_steps` steps
@@ -27,11 +27,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, checkpoint_path, latest_checkpoint, load_latest, make_checkpoint
-from .code import LABKIT_GAN, REFERENCE, check_code
+from .machinery import CheckpointError, checkpoint_path, latest_checkpoint, load_latest, make_checkpoint
+from .machinery import LABKIT_GAN, REFERENCE, GANCode, check_code  # noqa: F401 (GANCode: a student's pieces)
 from .data import MNIST_TRAIN_SIZE, BatchSampler, load_mnist
 from .models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, evaluating
-from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
+from .machinery import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
                    check_run_folder, check_writable, forked_rng, format_value, load_weights, prepare_run_folder,
                    read_config, read_history, resolve_device, runs_root, saved_state, write_config, write_history)
 from .step import gan_step, needs_losses
@@ -80,7 +80,7 @@ class TrainConfig(RunConfig):
     d_pause_ratio: float = 0.0  # skip D's update while loss_D / loss_G < this
     generator_learning_rate: Optional[float] = None  # default: learning_rate
     discriminator_learning_rate: Optional[float] = None  # default: learning_rate
-    # Whose code trains it: "labkit", or "student-<hash>" (labkit/code.py).
+    # Whose code trains it: "labkit", or "student-<hash>" (labkit/machinery/code.py).
     code: str = REFERENCE
 
     def __post_init__(self):
@@ -190,7 +190,7 @@ class Run:
 def load_run(run_dir, device="cpu", code=None):
     """A run folder's config, history and newest weights (in eval mode). Writes nothing.
 
-    code: the GANCode that trained it, if that was a student's (labkit/code.py).
+    code: the GANCode that trained it, if that was a student's (labkit/machinery/code.py).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

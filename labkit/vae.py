@@ -1,6 +1,6 @@
 """Training the VAE, with the GAN trainer's conventions.
 
-A run folder is laid out as labkit/runs.py describes (config.json,
+A run folder is laid out as labkit/machinery/runs.py describes (config.json,
 history.csv, tensorboard/, checkpoints/, samples/); rerunning resumes, and a
 finished run is loaded. The training images are MNIST train less a held-out
 dev split (`dev_size` images chosen by a fixed seed, the same for every run);
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, latest_checkpoint, load_latest, make_checkpoint
-from .code import LABKIT_VAE, REFERENCE, check_code
+from .machinery import CheckpointError, latest_checkpoint, load_latest, make_checkpoint
+from .machinery import LABKIT_VAE, REFERENCE, VAECode, check_code  # noqa: F401 (VAECode: a student's pieces)
 from .data import BatchSampler, load_mnist
 from .models import VAE, evaluating
-from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
+from .machinery import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
                    check_run_folder, check_writable, forked_rng, load_weights, prepare_run_folder, read_config,
                    read_history, resolve_device, runs_root, saved_state)
 from .train import check_seed, check_whole, fixed_noise
@@ -51,7 +51,7 @@ class VAEConfig(RunConfig):
     dev_size: int = 5000
     seed: int = 2022
     device: str = "auto"
-    code: str = REFERENCE  # "labkit", or "student-<hash>" (labkit/code.py)
+    code: str = REFERENCE  # "labkit", or "student-<hash>" (labkit/machinery/code.py)
 
     def __post_init__(self):
         for name, limit in LIMITS.items():

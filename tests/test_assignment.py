@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit import assignment
+from labkit.grading import assignment
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 EXERCISE_NOTEBOOKS = ["01_train_dcgan.ipynb", "04_nash_equilibrium.ipynb", "05_latent_interpolation.ipynb",
@@ -26,7 +26,7 @@ def labkit(*args, cwd=None, env_extra=None, timeout=900):
     import os
 
     env = dict(os.environ, LABKIT_PROFILE="smoke", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "labkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "labkit.machinery.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
 
@@ -178,7 +178,7 @@ def test_a_release_never_overwrites_students_work(release, tmp_path):
 def test_a_run_trained_with_student_code_lives_in_its_own_folder(tmp_path, monkeypatch):
     import torch.nn.functional as F
 
-    from labkit.code import GANCode
+    from labkit.machinery.code import GANCode
     from labkit.train import TrainConfig, train
 
     def generator_loss(fake_logits):  # a student's own (equivalent) loss

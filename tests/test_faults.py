@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit.checkpoints import checkpoints, load_checkpoint
-from labkit.cli import main
+from labkit.machinery.checkpoints import checkpoints, load_checkpoint
+from labkit.machinery.cli import main
 
 TINY = ["--generator_hidden_dim", "8", "--discriminator_hidden_dim", "8", "--no_cuda", "--quiet"]
 
@@ -281,9 +281,9 @@ def test_a_history_with_other_columns_is_one_line(workdir, capsys):
 @pytest.mark.parametrize("target", ["config.json", "history.csv", "checkpoint", "result.json"])
 def test_a_kill_during_a_write_leaves_the_old_file_whole(workdir, capsys, monkeypatch, target):
     """Every file labkit rewrites goes through a temporary file and a rename: a kill leaves the old one."""
-    import labkit.runs
-    from labkit.checkpoints import save_atomic
-    from labkit.runs import write_history, write_json
+    import labkit.machinery.runs
+    from labkit.machinery.checkpoints import save_atomic
+    from labkit.machinery.runs import write_history, write_json
     from labkit.train import TrainConfig
 
     out = trained(capsys, workdir / "run", steps=20, saving=10)
@@ -327,7 +327,7 @@ def test_a_kill_during_a_write_leaves_the_old_file_whole(workdir, capsys, monkey
             patch.setattr(builtins, "open", killed_open)
             with pytest.raises(KeyboardInterrupt):
                 if target == "config.json":
-                    labkit.runs.write_config(out, TrainConfig(num_training_steps=20))
+                    labkit.machinery.runs.write_config(out, TrainConfig(num_training_steps=20))
                 elif target == "history.csv":
                     write_history(out, [], ("step",))
                 else:
@@ -347,7 +347,7 @@ def test_a_second_process_on_a_run_is_told_who_holds_it(workdir, capsys):
     out = trained(capsys, workdir / "run", steps=20, saving=10)
     (out / "checkpoints" / "step-000020.pt").unlink()  # as if stopped after step 10: the run is unfinished
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from labkit.runs import RunLock\n"
+        [sys.executable, "-c", "import time; from labkit.machinery.runs import RunLock\n"
                                f"with RunLock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -493,14 +493,14 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(workdir, capsys, monkeypatc
         elif where == "tensorboard":
             patch.setattr(SummaryWriter, "add_scalar", scalar_until_full)
         else:
-            import labkit.runs
-            real_write = labkit.runs.RunWriter.log
+            import labkit.machinery.runs
+            real_write = labkit.machinery.runs.RunWriter.log
 
             def log_until_full(self, row):
                 if row["step"] == 15:
                     full()
                 return real_write(self, row)
-            patch.setattr(labkit.runs.RunWriter, "log", log_until_full)
+            patch.setattr(labkit.machinery.runs.RunWriter, "log", log_until_full)
         status, err = run(capsys, *config)
     assert status == 2
     one_error(err, "the disk is full", "run the same command again")
@@ -542,19 +542,19 @@ def test_a_diverging_vae_stops_with_one_line_and_keeps_finite_weights(workdir, c
 
 
 def test_ctrl_c_is_one_line_at_any_moment(workdir, capsys, monkeypatch):
-    import labkit.cli
+    import labkit.machinery.cli
 
     def interrupted(*args, **kwargs):  # as if Ctrl-C came while torch was being imported
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(labkit.cli, "build_parser", interrupted)
+    monkeypatch.setattr(labkit.machinery.cli, "build_parser", interrupted)
     status, err = run(capsys, "train")
     assert status == 130 and err == ["labkit: interrupted; run the same command again to resume from the last "
                                      "checkpoint"]
 
 
 def test_ctrl_c_during_the_imports_of_the_real_command(workdir):
-    process = subprocess.Popen([sys.executable, "-m", "labkit.cli", "train", "--num_training_steps", "10", *TINY],
+    process = subprocess.Popen([sys.executable, "-m", "labkit.machinery.cli", "train", "--num_training_steps", "10", *TINY],
                                stderr=subprocess.PIPE, text=True, cwd=workdir)
     # Wait until torch's libraries are being loaded (so labkit's own code is running), then press Ctrl-C while
     # the rest of torch is still being imported. Before labkit's first line runs, Python itself answers Ctrl-C.
@@ -578,7 +578,7 @@ def test_ctrl_c_during_the_imports_of_the_real_command(workdir):
 
 def test_ctrl_c_during_the_imports_is_held_back_until_they_end():
     """Ctrl-C raised inside code that swallows every exception would be lost; held back, it is raised after."""
-    from labkit.cli import ctrl_c_held_back
+    from labkit.machinery.cli import ctrl_c_held_back
 
     before = signal.getsignal(signal.SIGINT)
     reached_the_end = False
@@ -596,7 +596,7 @@ def test_ctrl_c_during_the_imports_is_held_back_until_they_end():
 OUT_OF_MEMORY = """
 import resource, sys
 import torch, torchvision, matplotlib
-from labkit.cli import main
+from labkit.machinery.cli import main
 import labkit.train, labkit.data
 used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (used + 1_500_000_000, resource.RLIM_INFINITY))

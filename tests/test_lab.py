@@ -55,7 +55,7 @@ def test_a_widget_run_never_changes_what_other_notebooks_load(monkeypatch, no_ch
 
 
 def test_the_cli_and_the_notebooks_share_one_runs_folder(monkeypatch, tmp_path):
-    from labkit.runs import runs_root
+    from labkit.machinery.runs import runs_root
 
     (tmp_path / "lab" / "notebooks").mkdir(parents=True)
     (tmp_path / "lab" / "notebooks" / "01_train_dcgan.ipynb").write_text("{}")

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from labkit.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
+from labkit.machinery.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
 from labkit.train import HISTORY_COLUMNS, TrainConfig, TrainingDiverged, build_models, extend, load_run, train
 
 # Small enough for CI: hidden 8 steps take a few milliseconds on a CPU.
@@ -250,7 +250,7 @@ def test_the_run_name_says_every_setting_that_changes_what_is_learned():
     # Every DCGAN setting is in the name, but those three (a new setting must say which it is).
     # (use_mlp and mlp_discriminator_batch_norm are checked above.)
     from dataclasses import fields
-    from labkit.runs import RUN_ONLY
+    from labkit.machinery.runs import RUN_ONLY
     names = {TrainConfig().name}
     for f in fields(TrainConfig):
         if f.name in RUN_ONLY or f.name in ("use_mlp", "mlp_discriminator_batch_norm"):

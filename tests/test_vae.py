@@ -61,7 +61,7 @@ def test_interrupted_vae_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_cli_trains_a_vae(tmp_path, capsys):
-    from labkit.cli import main
+    from labkit.machinery.cli import main
 
     out = tmp_path / "vae"
     assert main(["train-vae", "--latent_dim", "3", "--num_training_steps", "20", "--logging_steps", "10",

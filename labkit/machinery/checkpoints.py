@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
+
 SCHEMA = 2
 KEEP = 2  # checkpoints kept per run: the newest, and one to fall back to
 
@@ -57,8 +59,6 @@ def save_atomic(state, path):
 
     The temporary file is removed if anything goes wrong (a full disk, Ctrl-C).
     """
-    from .runs import atomic_path
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -16,7 +16,7 @@ file) and resumes unfinished ones from their checkpoints. A run that fails
 is recorded with its error, the sweep goes on, and a rerun retries it.
 
 The seeds of one configuration train together as one stacked model
-(labkit/together.py) where that measured faster (`stack_seeds`).
+(labkit/machinery/together.py) where that measured faster (`stack_seeds`).
 
 Several GPUs or machines: start one process per GPU with the same command,
 each with its share of the grid, e.g. on a 4-GPU machine
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import require_mnist
-from .metrics import BACKBONES
+from ..data import require_mnist
+from ..metrics import BACKBONES
 from .runs import (RunInUseError, check_folder_path, check_writable, read_json, resolve_device, runs_root,
                    write_csv, write_json)
 from .together import resume_step, train_together, why_not_together
-from .train import TrainConfig, check_seed, train
+from ..train import TrainConfig, check_seed, train
 
 RUN_COLUMNS = ("latent_dim", "hidden_dim", "seed", "status", "fid", "fid_backbone", "fid_n", "D_x", "D_G_z1",
                "D_G_z2", "seconds", "run_dir")
@@ -143,8 +143,8 @@ def stack_seeds(config):
 
 def measure(run, fid_count, backbone, train_seconds, window=50):
     """The runs.csv row of a trained run: its FID and D's outputs near the end."""
-    from .analysis import equilibrium
-    from .metrics import generator_fid
+    from ..analysis import equilibrium
+    from ..metrics import generator_fid
 
     started = time.time()
     config = run.config

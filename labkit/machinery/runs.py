@@ -4,9 +4,9 @@ A run folder holds
     config.json     every setting of the run, and whose code trained it
     history.csv     one row per logging step
     tensorboard/    the same values as TensorBoard event files
-    checkpoints/    the two newest checkpoints (labkit/checkpoints.py)
+    checkpoints/    the two newest checkpoints (labkit/machinery/checkpoints.py)
     samples/        a grid of samples at every checkpoint
-    code.py         the student pieces that trained it, if any (labkit/code.py)
+    code.py         the student pieces that trained it, if any (labkit/machinery/code.py)
 
 **Identity.** A run's folder name says every setting that changes what the
 model learns, steps and code included (`RunConfig.identity`): settings at the
@@ -30,14 +30,14 @@ when the history is read. One process at a time may train a run folder
 
 import csv
 import difflib
-import json
 import os
 import socket
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
+
+from .atomic import atomic_path, read_json, write_atomic, write_csv, write_json  # noqa: F401 (re-exported)
 
 RUN_ONLY = ("logging_steps", "saving_steps", "device")  # may change between a run and its resumption
 
@@ -134,57 +134,6 @@ def differences(saved, config):
     a, b = saved.identity(), config.identity()
     return ", ".join(f"{k}={a.get(k)!r} there vs {b.get(k)!r} now" for k in sorted(set(a) | set(b))
                      if a.get(k) != b.get(k))
-
-
-# ---------------------------------------------------------------------------
-# Files written safely
-
-
-@contextmanager
-def atomic_path(path, suffix=""):
-    """A temporary file name beside `path` to write in the block. If the block ends normally the file
-    replaces `path` in one rename (a reader sees the old file or the new, never half of one); if anything
-    goes wrong (an error, a full disk, Ctrl-C) it is removed. suffix: for writers that go by the extension."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_atomic(path, text):
-    """Write `text` to `path` atomically (`atomic_path`), flushed to the disk before the rename."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_csv(path, columns, rows):
-    """Write dict rows as a CSV table with a header, atomically."""
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, text.getvalue())
-
-
-def write_json(path, value):
-    write_atomic(path, json.dumps(value, indent=2) + "\n")
-
-
-def read_json(path, what="file"):
-    """A JSON file, or a clear error if it is damaged."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is damaged ({what} is not valid JSON: {err}); "
-                         f"delete the folder {path.parent} to start that run again") from None
 
 
 def read_config(run_dir, config_class):
@@ -474,7 +423,7 @@ class RunWriter:
         from torchvision.utils import save_image
 
         from .checkpoints import checkpoint_path, remove_older_checkpoints, save_atomic
-        from .data import to_unit_range
+        from ..data import to_unit_range
 
         step = state["step"]
         for name, weights in state["models"].items():

@@ -7,7 +7,7 @@
 
 The training flags keep the course's spelling (`--latent_dim`,
 `--num_training_steps`, ...), so the course's commands work as they were.
-Runs go to the runs root the notebooks use (labkit/runs.py: LABKIT_RUNS, else
+Runs go to the runs root the notebooks use (labkit/machinery/runs.py: LABKIT_RUNS, else
 runs/ in the lab folder), named by their settings.
 
 Bad input ends with one line on stderr, `labkit: error: ...`, and exit status
@@ -42,7 +42,7 @@ class Parser(argparse.ArgumentParser):
 
 def _add_train_flags(parser, grid=False):
     """The training flags; grid=True leaves out those a sweep's grid sets (sizes and seed)."""
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     defaults = TrainConfig()
     course = parser.add_argument_group("the course's flags")
@@ -88,7 +88,7 @@ def _train_config(args):
     from dataclasses import fields
 
     from .runs import resolve_device
-    from .train import TrainConfig
+    from ..train import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["batch_norm"] = not args.no_batch_norm
@@ -98,13 +98,13 @@ def _train_config(args):
 
 
 def cmd_train(args):
-    from .train import train
+    from ..train import train
 
     train(_train_config(args), args.out, progress=not args.quiet)
 
 
 def cmd_extend(args):
-    from .train import extend
+    from ..train import extend
 
     extend(args.run, args.num_training_steps, progress=not args.quiet)
 
@@ -124,10 +124,10 @@ def _png_path(path):
 def cmd_sample(args):
     from torchvision.utils import save_image
 
-    from .data import to_unit_range
-    from .models import sample_images
+    from ..data import to_unit_range
+    from ..models import sample_images
     from .runs import atomic_path, check_writable
-    from .train import load_run
+    from ..train import load_run
 
     if not 1 <= args.count <= MAX_SAMPLES:
         raise ValueError(f"--count must be from 1 to {MAX_SAMPLES:,} images, got {args.count}")
@@ -144,9 +144,9 @@ def cmd_sample(args):
 
 
 def cmd_fid(args):
-    from .metrics import generator_fid
+    from ..metrics import generator_fid
     from .runs import resolve_device
-    from .train import load_run
+    from ..train import load_run
 
     if not 2 <= args.count <= 60_000:
         raise ValueError(f"--count must be from 2 to 60,000 images, got {args.count}")
@@ -157,7 +157,7 @@ def cmd_fid(args):
 
 
 def cmd_train_classifier(args):
-    from .classifier import ASSET, train_classifier
+    from ..classifier import ASSET, train_classifier
     from .runs import check_writable, resolve_device
 
     if args.epochs < 1:
@@ -171,7 +171,7 @@ def cmd_train_classifier(args):
 
 def cmd_train_vae(args):
     from .runs import resolve_device
-    from .vae import VAEConfig, train_vae
+    from ..vae import VAEConfig, train_vae
 
     values = {f: getattr(args, f) for f in ("latent_dim", "batch_size", "num_training_steps", "learning_rate",
                                             "logging_steps", "saving_steps", "seed")}
@@ -202,7 +202,7 @@ def cmd_assignment(args):
     except ImportError:
         raise ValueError("labkit assignment needs nbgrader and nbval: install labkit with its dev tools, "
                          "pip install -e \".[dev]\"") from None
-    from . import assignment
+    from ..grading import assignment
 
     if args.action == "release":
         return assignment.release(args.out, source=args.source, force=args.force)
@@ -259,7 +259,7 @@ def build_parser():
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("train-vae", help="train (or resume) a VAE run")
-    from .vae import VAEConfig
+    from ..vae import VAEConfig
 
     vae_defaults = VAEConfig()
     for name in ("latent_dim", "batch_size", "num_training_steps", "logging_steps", "saving_steps", "seed"):
@@ -331,8 +331,8 @@ def main(argv=None):
     try:
         with ctrl_c_held_back():
             from .checkpoints import CheckpointError
-            from .data import DatasetNotFoundError
-            from .metrics import WeightsNotFoundError
+            from ..data import DatasetNotFoundError
+            from ..metrics import WeightsNotFoundError
             from .runs import RunInUseError, TrainingDiverged
 
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import models, step
+from .. import models, step
 
 REFERENCE = "labkit"
 

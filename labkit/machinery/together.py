@@ -48,12 +48,12 @@ from torch import nn
 
 from .checkpoints import CheckpointError, load_latest, make_checkpoint
 from .code import LABKIT_GAN, REFERENCE
-from .data import BatchSampler, load_mnist
-from .models import IMAGE_SHAPE, evaluating
+from ..data import BatchSampler, load_mnist
+from ..models import IMAGE_SHAPE, evaluating
 from .runs import (RunLock, RunWriter, check_run_folder, check_writable, describe_device, forked_rng,
                    prepare_run_folder, resolve_device, saved_state)
-from .step import gan_step
-from .train import (CHECKPOINT_KIND, HISTORY_COLUMNS, Run, TrainingDiverged, _run_from_state, build_models,
+from ..step import gan_step
+from ..train import (CHECKPOINT_KIND, HISTORY_COLUMNS, Run, TrainingDiverged, _run_from_state, build_models,
                     check_finite, fixed_noise, make_config)
 
 def grouped_layer(layers):

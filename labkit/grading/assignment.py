@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from .runs import atomic_path, write_csv
+from ..machinery.runs import atomic_path, write_csv
 
 GRADE_COLUMNS = ("notebook", "exercise", "points", "max_points", "passed", "message")
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -50,7 +50,7 @@ class BadNotebook(ValueError):
 def lab_notebooks(source=None):
     """The instructor's notebooks, NN_*.ipynb in order: from `source`, else the lab folder's notebooks/."""
     if source is None:
-        from .runs import lab_folder
+        from ..machinery.runs import lab_folder
 
         if lab_folder() is None:
             raise FileNotFoundError("no lab folder here (one with notebooks/01_*.ipynb); give the instructor's "
@@ -118,7 +118,7 @@ def release(out, source=None, force=False):
     """Write the student version of every lab notebook into out/notebooks/."""
     import nbformat
 
-    from .runs import check_folder_path, check_writable
+    from ..machinery.runs import check_folder_path, check_writable
 
     out = Path(out)
     paths = lab_notebooks(source)
@@ -219,7 +219,7 @@ def run_nbval(paths, work, timeout, log):
     results.unlink(missing_ok=True)
     (work / "pytest.ini").write_text("[pytest]\naddopts =\n")
     command = [sys.executable, "-m", "pytest", "-c", str(work / "pytest.ini"), "--rootdir", str(work),
-               "-p", "labkit.grading", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+               "-p", "labkit.grading.nbval_plugin", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
                "--labkit-results", str(results), "--labkit-exercise-timeout", str(timeout), "-q",
                *[str(p) for p in paths]]
     with open(log, "a") as f:
@@ -237,7 +237,7 @@ def run_nbval(paths, work, timeout, log):
 def grading_env():
     """The graders' environment: the same runs root as labkit would use here, so labkit's own
     runs (the same for every student) are trained once, not once per submission."""
-    from .runs import runs_root
+    from ..machinery.runs import runs_root
 
     env = dict(os.environ)
     env.setdefault("LABKIT_RUNS", str(runs_root().resolve()))
@@ -291,12 +291,12 @@ def grade(submission, out, source=None, timeout=None):
     """Grade a folder of submitted notebooks into out/grades.csv; the exit status (0, or 2 on bad input)."""
     import nbformat
 
-    from .runs import check_writable
+    from ..machinery.runs import check_writable
 
     submission, out = Path(submission), Path(out)
     if not submission.is_dir():
         raise ValueError(f"no folder {submission} to grade")
-    from .runs import check_folder_path
+    from ..machinery.runs import check_folder_path
 
     check_folder_path(out, "the report")
     sources = lab_notebooks(source)
