@@ -53,7 +53,7 @@ class SlicedNotebookClient(NotebookClient):
     kernel had sent (the kernel sat idle) and noticed it only when the poll timed
     out: one widget test took 621 s instead of 20 (CI, then reproduced; nbclient
     issue #312 reports a similar hang with widgets). Polling in slices looks
-    again every second, as labkit.grading.nbval_plugin does for nbval.
+    again every second.
     """
 
     async def async_start_new_kernel_client(self):

@@ -200,13 +200,15 @@ def cmd_assignment(args):
     try:
         import nbgrader  # noqa: F401  (the release uses its preprocessors)
     except ImportError:
-        raise ValueError("labkit assignment needs nbgrader and nbval: install labkit with its dev tools, "
+        raise ValueError("labkit assignment needs nbgrader: install labkit with its dev tools, "
                          "pip install -e \".[dev]\"") from None
-    from ..grading import assignment
-
     if args.action == "release":
+        from ..grading import assignment
+
         return assignment.release(args.out, source=args.source, force=args.force)
-    return assignment.grade(args.submission, args.out, source=args.source, timeout=args.timeout)
+    from ..grading import gradebook
+
+    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs)
 
 
 def build_parser():
@@ -285,12 +287,15 @@ def build_parser():
     r.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
     r.add_argument("--force", action="store_true", help="replace the notebooks of an earlier release in --out")
     r.set_defaults(func=cmd_assignment)
-    g = actions.add_parser("grade", help="grade a folder of submitted notebooks into REPORT_DIR/grades.csv")
-    g.add_argument("submission", type=Path, help="folder with the submitted NN_*.ipynb (or notebooks/NN_*.ipynb)")
-    g.add_argument("--out", type=Path, required=True, help="report folder (grades.csv, grading logs)")
+    g = actions.add_parser("grade", help="grade a student's folder, or a folder of students' folders")
+    g.add_argument("submission", type=Path, help="a student's folder (NN_*.ipynb or notebooks/NN_*.ipynb), or a "
+                                                 "folder with one such folder per student")
+    g.add_argument("--out", type=Path, required=True, help="report folder: gradebook.csv (a class) or grades.csv "
+                                                           "(one student), feedback, grading.log")
     g.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
-    g.add_argument("--timeout", type=int, default=120,
-                   help="seconds each cell of an exercise may run before it scores 0 (default: %(default)s)")
+    g.add_argument("--timeout", type=float, default=120,
+                   help="seconds each exercise's code may run before it scores 0 (default: %(default)g)")
+    g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
     g.set_defaults(func=cmd_assignment)
     return parser
 

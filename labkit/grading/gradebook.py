@@ -1,0 +1,308 @@
+"""Grading a class in one command: a gradebook, feedback for each student, copies flagged.
+
+    labkit assignment grade SUBMISSIONS --out REPORT [--jobs N] [--timeout S] [--source NOTEBOOKS]
+
+SUBMISSIONS is one student's folder or a folder of them, one per student
+(labkit/grading/submissions.py). REPORT then holds
+
+    gradebook.csv           one row per student and exercise:
+                            student,notebook,exercise,points,max_points,passed,message,copy_of
+    <student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
+    <student>/feedback.md   what the student reads: each exercise, its points, the check's
+                            message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
+    grading.log             per student: the content hash, each exercise's seed and verdict
+    .labkit-report.json     what labkit wrote here, and each submission's content hash
+
+Students are graded in parallel (`jobs` processes, default: the cores), each
+exercise in its own boxed kernel (labkit/grading/grade.py). A second run
+regrades only the students whose graded cells changed, or everyone if the
+instructor's notebooks changed. A student whose grading crashes is recorded
+with the error, and the others go on.
+
+`copy_of` flags an exercise whose solution is the same code as labkit's
+reference or as another student's (labkit/grading/rules.py `fingerprint`:
+names, formatting and comments do not count); the points stay, the instructor
+decides.
+
+labkit writes only into a new or empty folder, or one it wrote before
+(.labkit-report.json lists its files), replaces only its own files there,
+and deletes nothing.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..machinery.atomic import write_atomic, write_csv
+from . import sandbox
+from .assignment import check_marks, lab_notebooks, read_notebook
+from .grade import Boxes, exercises_of, grade_exercise
+from .rules import fingerprint
+from .submissions import is_submission, read_submission, students
+
+GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of")
+MANIFEST = ".labkit-report.json"
+
+
+def grade(submissions, out, source=None, timeout=120, jobs=None):
+    """Grade SUBMISSIONS into OUT (see the module docstring); the exit status (0; 2 if a single
+    student's notebook was missing or unreadable)."""
+    submissions, out = Path(submissions), Path(out)
+    check_arguments(submissions, timeout, jobs)
+    paths = lab_notebooks(source)
+    instructor = {p.name: read_notebook(p) for p in paths}
+    for name, nb in instructor.items():
+        check_marks(nb, name)
+    exercises = exercises_of(instructor)
+    single = is_submission(submissions)
+    report = Report(out)  # refuses a folder of the user's own files before anything is graded
+    source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:20]
+    stubs = {(e.notebook, e.name): e.stub for e in exercises}
+    class_ = [read_submission(name, folder, exercises, stubs) for name, folder in students(submissions)]
+    started = time.time()
+    todo = [s for s in class_ if report.cached(s.student, s.digest(source_digest)) is None]
+    box = BoxPlan(level=sandbox.isolation(), secret_paths=(submissions, out, paths[0].parent))
+    if box.level == "process" and todo:
+        print("labkit: warning: this machine offers no namespaces, so students' code runs with the grading "
+              "user's file and network access; verdicts are still decided outside it (see docs/grading.md)",
+              file=sys.stderr)
+    results = _grade_all(todo, exercises, timeout, jobs, box, progress=not single)
+    rows = {}
+    for submission in class_:
+        digest = submission.digest(source_digest)
+        rows[submission.student] = results.get(submission.student) or report.cached(submission.student, digest)
+        report.remember(submission.student, digest, rows[submission.student])
+    flag_copies(rows, class_, exercises)
+    report.write(rows, single, exercises)
+    _summarise(rows, single, len(todo), time.time() - started, out)
+    problems = [f"{notebook}: {why}: scored 0" for s in class_ for notebook, why in s.problems.items()]
+    if single:
+        for problem in problems:
+            print(f"labkit: error: {problem}", file=sys.stderr)
+    return 2 if single and problems else 0
+
+
+def check_arguments(submissions, timeout, jobs):
+    if not submissions.is_dir():
+        raise ValueError(f"no folder {submissions} to grade")
+    if not (isinstance(timeout, (int, float)) and 0 < timeout <= 24 * 3600):
+        raise ValueError(f"--timeout must be a number of seconds from 1 to 86,400, got {timeout}")
+    if jobs is not None and not (isinstance(jobs, int) and 1 <= jobs <= 256):
+        raise ValueError(f"--jobs must be a whole number from 1 to 256, got {jobs}")
+    profile = os.environ.get("LABKIT_PROFILE")
+    if profile:
+        from ..lab import PROFILES
+
+        if profile not in PROFILES:
+            raise ValueError(f"LABKIT_PROFILE={profile!r} is not a profile; use one of {', '.join(PROFILES)} "
+                             f"(grading does not depend on it: unset it)")
+
+
+def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
+    """{student: rows} for the submissions in `todo`, graded in `jobs` processes, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    results = {}
+    jobs = min(jobs or os.cpu_count() or 1, max(len(todo), 1))
+    bar = tqdm(total=len(todo), desc="grading", unit="student", disable=not (todo and progress))
+    if jobs == 1:
+        for submission in todo:
+            results[submission.student] = grade_student(submission, exercises, timeout, box)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            futures = {pool.submit(grade_student, s, exercises, timeout, box): s for s in todo}
+            for future in as_completed(futures):
+                student = futures[future].student
+                try:
+                    results[student] = future.result()
+                except Exception as err:  # a grading process that died: the others go on
+                    results[student] = crashed(futures[future], exercises, err)
+                bar.update(1)
+    bar.close()
+    return results
+
+
+@dataclass(frozen=True)
+class BoxPlan:
+    """How every kernel of this grading is boxed: the level (sandbox.isolation) and what it must not see."""
+
+    level: str
+    secret_paths: tuple
+
+
+def grade_student(submission, exercises, timeout, box):
+    """One student's rows: every exercise graded in its own kernel. Never raises for the student's code."""
+    boxes = Boxes(box.secret_paths, level=box.level)
+    rows = []
+    try:
+        for exercise in exercises:
+            key = (exercise.notebook, exercise.name)
+            if exercise.notebook in submission.problems:
+                rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook]))
+            else:
+                verdict = grade_exercise(exercise, submission.cells[key], boxes, timeout)
+                rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed))
+    except Exception as err:  # a bug of grading's: recorded, the class goes on
+        return crashed(submission, exercises, err)
+    finally:
+        boxes.close()
+    return rows
+
+
+def row(student, exercise, passed, message, seed=None):
+    return dict(student=student, notebook=exercise.notebook, exercise=exercise.name,
+                points=exercise.points if passed else 0.0, max_points=exercise.points, passed=passed,
+                message=message, copy_of="", seed=seed)
+
+
+def crashed(submission, exercises, err):
+    return [row(submission.student, e, False, f"grading crashed ({type(err).__name__}: {err}); grade it again")
+            for e in exercises]
+
+
+def flag_copies(rows, class_, exercises):
+    """Fill `copy_of` where a solution is labkit's reference or another student's code (see fingerprint)."""
+    reference = {(e.notebook, e.name): fingerprint(e.reference) for e in exercises}
+    stubs = {(e.notebook, e.name): fingerprint(e.stub) for e in exercises}
+    owners = {}  # (exercise key, fingerprint) -> students
+    prints = {}
+    for submission in class_:
+        for key, cells in submission.cells.items():
+            mark = fingerprint("\n\n".join(cells))
+            if mark is not None and mark != stubs[key]:
+                prints[submission.student, key] = mark
+                owners.setdefault((key, mark), []).append(submission.student)
+    for student, student_rows in rows.items():
+        for r in student_rows:
+            key = (r["notebook"], r["exercise"])
+            mark = prints.get((student, key))
+            if mark is None:
+                continue
+            same = ["labkit's reference"] if mark == reference[key] else []
+            same += [other for other in owners[key, mark] if other != student]
+            r["copy_of"] = "; ".join(same)
+
+
+def _summarise(rows, single, graded, seconds, out):
+    for student, student_rows in rows.items():
+        total = sum(r["points"] for r in student_rows)
+        possible = sum(r["max_points"] for r in student_rows)
+        if single:
+            for notebook in dict.fromkeys(r["notebook"] for r in student_rows):
+                mine = [r for r in student_rows if r["notebook"] == notebook]
+                print(f"{notebook:<32} {sum(r['points'] for r in mine):g} / {sum(r['max_points'] for r in mine):g}")
+            print(f"total: {total:g} / {possible:g} points ({len(student_rows)} exercises, graded in "
+                  f"{seconds:.0f} s; details in {out / 'grades.csv'})")
+        else:
+            copies = sum(bool(r["copy_of"]) for r in student_rows)
+            print(f"{student:<32} {total:g} / {possible:g}" + (f"   ({copies} flagged as copies)" if copies else ""))
+    if not single:
+        print(f"{len(rows)} students ({graded} graded now, {len(rows) - graded} unchanged since the last grading) "
+              f"in {seconds:.0f} s; gradebook in {out / 'gradebook.csv'}")
+
+
+class Report:
+    """The report folder: refuses a folder of someone else's files; writes only its own, atomically."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+        self.manifest = self._read_manifest()
+        self.students = dict(self.manifest.get("students", {}))
+
+    def _read_manifest(self):
+        out = self.out
+        for parent in (out, *out.parents):
+            if parent.exists() and not parent.is_dir():
+                raise ValueError(f"--out {out} {'is' if parent == out else 'is under'} a file; choose a folder")
+        if out.is_symlink():
+            raise ValueError(f"--out {out} is a symbolic link; give the report folder itself")
+        if not out.is_dir() or not any(out.iterdir()):
+            return {}
+        try:
+            manifest = json.loads((out / MANIFEST).read_text())
+            assert isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
+        except (OSError, ValueError, AssertionError):
+            others = sorted(p.name for p in out.iterdir())[:3]
+            raise ValueError(f"--out {out} holds files labkit did not write ({', '.join(others)}, ...); "
+                             f"choose a new or empty folder, or the report folder of an earlier grading") from None
+        return manifest
+
+    def cached(self, student, digest):
+        entry = self.students.get(student)
+        return entry["rows"] if entry and entry.get("digest") == digest else None
+
+    def remember(self, student, digest, rows):
+        self.students[student] = {"digest": digest, "rows": rows}
+
+    def write(self, rows, single, exercises):
+        files = {}
+        if single:
+            (student_rows,) = rows.values()
+            files["grades.csv"] = ("csv", [{k: v for k, v in r.items() if k != "student"} for r in student_rows])
+            files["feedback.md"] = ("text", feedback(student_rows))
+        else:
+            files["gradebook.csv"] = ("csv", [r for student_rows in rows.values() for r in student_rows])
+            for student, student_rows in rows.items():
+                files[f"{student}/grades.csv"] = ("csv", [{k: v for k, v in r.items() if k != "student"}
+                                                         for r in student_rows])
+                files[f"{student}/feedback.md"] = ("text", feedback(student_rows, student))
+        files["grading.log"] = ("text", log(rows))
+        self._check_targets(files)
+        self.out.mkdir(parents=True, exist_ok=True)
+        written = set(self.manifest.get("files", []))
+        for name, (kind, content) in files.items():
+            path = self.out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "csv":
+                columns = GRADEBOOK_COLUMNS if name == "gradebook.csv" else GRADEBOOK_COLUMNS[1:]
+                write_csv(path, columns, [_formatted(r) for r in content])
+            else:
+                write_atomic(path, content)
+            written.add(name)
+        manifest = {"files": sorted(written), "students": self.students}
+        write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+    def _check_targets(self, files):
+        """Refuse to write over a file labkit did not write before (a user's file at one of our names)."""
+        ours = set(self.manifest.get("files", []))
+        for name in files:
+            path = self.out / name
+            if path.is_symlink() or (path.exists() and name not in ours):
+                raise ValueError(f"{path} is not a file labkit wrote; move it away or choose another --out")
+
+
+def _formatted(r):
+    return {**{k: v for k, v in r.items() if k != "seed"}, "points": f"{r['points']:g}",
+            "max_points": f"{r['max_points']:g}"}
+
+
+def feedback(rows, student=None):
+    """A student's feedback in Markdown: each exercise, its points, and what the checks said."""
+    total, possible = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
+    lines = [f"# Lab feedback{f' for {student}' if student else ''}", "",
+             f"**{total:g} / {possible:g} points**", "", "| notebook | exercise | points | |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['notebook']} | {r['exercise']} | {r['points']:g} / {r['max_points']:g} | "
+                     f"{'passed' if r['passed'] else _escape(r['message'])} |")
+    lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs drawn anew "
+                  "for this grading, in a fresh kernel that ran only that exercise's cells."]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text):
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def log(rows):
+    lines = [f"labkit grading, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    for student, student_rows in rows.items():
+        for r in student_rows:
+            lines.append(f"{student}\t{r['notebook']}\t{r['exercise']}\t{r['points']:g}/{r['max_points']:g}\t"
+                         f"seed {r.get('seed')}\t{r['message']}")
+    return "\n".join(lines) + "\n"

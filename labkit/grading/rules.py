@@ -1,0 +1,264 @@
+"""What grading reads in a solution's source before running it (Python's `ast`).
+
+Grading decides every verdict outside the student's kernel (labkit/grading/
+kernel.py), so no code in a solution can change a verdict; these rules exist to
+give a clear reason, before anything runs, when a solution does what no
+solution needs:
+
+  * the exercise's names (say `Generator` and `Discriminator`) are written in
+    the cell, as `class` / `def` statements: not imported from labkit, not
+    assigned from something else;
+  * imports are of torch, math, numpy and a few standard modules, plus the
+    labkit helpers the instructor's own cell imports (e.g. `init_weights`);
+  * no interpreter access: `eval`, `exec`, `open`, `__import__`, `getattr`
+    with a computed name, `setattr`, `get_ipython`, `exit`, dunder attributes
+    such as `__code__` or `__globals__`;
+  * no change to a library: no assignment to `torch.allclose`, `F.x`, ...
+
+`refusal(source, ...)` returns the first broken rule as one sentence, or None.
+`fingerprint(source)` is the copy detector's key: the source's syntax tree
+with docstrings removed and every name it defines renamed in order of first
+use, so formatting, comments and names do not hide that two solutions are
+the same code.
+"""
+
+import ast
+import hashlib
+
+ALLOWED_MODULES = ("torch", "math", "numpy", "functools", "itertools", "collections", "typing", "dataclasses",
+                   "numbers", "operator")
+REFUSED_NAMES = {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars", "setattr", "delattr",
+                 "breakpoint", "input", "exit", "quit", "get_ipython", "memoryview", "help", "__builtins__",
+                 "__loader__", "__spec__"}
+ALLOWED_DUNDERS = {"__init__", "__name__", "__doc__", "__repr__", "__str__", "__len__"}
+
+
+def refusal(source, names, labkit_imports):
+    """The first rule `source` breaks, as one sentence; None if it breaks none.
+
+    names:          {name: "class" or "function"}: what the exercise asks the cell to define.
+    labkit_imports: {module: {names}} the cell may import from labkit (the instructor's own imports).
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        return f"the cell is not valid Python (SyntaxError at line {err.lineno}: {err.msg})"
+    aliases = _import_aliases(tree)
+    for check in (_imports(tree, labkit_imports), _names_defined(tree, names), _interpreter_access(tree),
+                  _library_changes(tree, aliases)):
+        if check:
+            return check
+    return None
+
+
+def _import_aliases(tree):
+    """The names that imports bind in the cell (module aliases and imported names)."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            bound |= {a.asname or a.name for a in node.names}
+    return bound
+
+
+def _imports(tree, labkit_imports):
+    allowed = ", ".join(ALLOWED_MODULES[:3]) + ", ..."
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                root = alias.name.split(".")[0]
+                if root == "labkit":
+                    return f"imports the module {alias.name}: import only the helpers the exercise names " \
+                           f"({_helpers(labkit_imports)})"
+                if root not in ALLOWED_MODULES:
+                    return f"imports {alias.name}: a solution may import {allowed} (refused)"
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level or any(a.name == "*" for a in node.names):
+                return f"uses `from {'.' * node.level}{module} import {node.names[0].name}`: import names explicitly"
+            root = module.split(".")[0]
+            if root == "labkit":
+                extra = [a.name for a in node.names if a.name not in labkit_imports.get(module, ())]
+                if extra:
+                    return f"imports {', '.join(extra)} from {module}: write it yourself (the exercise lets you " \
+                           f"import only {_helpers(labkit_imports)} from labkit)"
+            elif root not in ALLOWED_MODULES:
+                return f"imports from {module}: a solution may import {allowed} (refused)"
+    return None
+
+
+def _helpers(labkit_imports):
+    names = sorted(n for found in labkit_imports.values() for n in found)
+    return ", ".join(names) if names else "nothing"
+
+
+def _names_defined(tree, names):
+    for name, kind in names.items():
+        statement = "class" if kind == "class" else "def"
+        bindings = [node for node in tree.body if name in _bound_by(node)]
+        defined = [node for node in bindings if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+                   and node.name == name]
+        if not bindings:
+            return f"does not define {name}: write it in this cell as `{statement} {name}...`"
+        if not defined or len(bindings) > len(defined):
+            how = next((_how(node) for node in bindings if node not in defined), "binds it otherwise")
+            return f"{how} {name} instead of writing it: write it in this cell as `{statement} {name}...`"
+        if (kind == "class") != isinstance(defined[-1], ast.ClassDef):
+            return f"defines {name} with `{'def' if kind == 'class' else 'class'}`; the exercise asks for " \
+                   f"`{statement} {name}...`"
+    return None
+
+
+def _bound_by(node):
+    """The top-level names a statement binds."""
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    targets = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    elif isinstance(node, (ast.For, ast.AsyncFor)):
+        targets = [node.target]
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+        targets = [item.optional_vars for item in node.items if item.optional_vars is not None]
+    names = set()
+    for target in targets:
+        names |= _target_names(target)
+    if isinstance(node, (ast.If, ast.Try, ast.While)):  # definitions nested in a block
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                names |= _bound_by(child)
+    return names
+
+
+def _target_names(target):
+    """The names an assignment target binds: `x`, `x, y`, `*rest`; not `x.attr` or `x[0]` (those change x)."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return set().union(*map(_target_names, target.elts)) if target.elts else set()
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return set()
+
+
+def _how(node):
+    if isinstance(node, ast.ImportFrom):
+        return f"imports from {node.module}"
+    if isinstance(node, ast.Import):
+        return "imports"
+    return "assigns"
+
+
+def _interpreter_access(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
+            return f"uses {node.id}: a solution needs no interpreter, file or notebook access (refused)"
+        if isinstance(node, ast.Attribute) and _is_dunder(node.attr) and node.attr not in ALLOWED_DUNDERS:
+            return f"uses the attribute {node.attr}: a solution needs no interpreter internals (refused)"
+        if isinstance(node, ast.Name) and _is_dunder(node.id) and node.id not in ALLOWED_DUNDERS:
+            return f"uses {node.id}: a solution needs no interpreter internals (refused)"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            name = node.args[1] if len(node.args) > 1 else None
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str) and not _is_dunder(name.value)):
+                return "uses getattr with a computed or special name: write the attribute out (refused)"
+    return None
+
+
+def _is_dunder(name):
+    return name.startswith("__") and name.endswith("__") and len(name) > 4
+
+
+def _library_changes(tree, aliases):
+    """An assignment into something the cell did not make: a module (torch, F, an import) or a builtin."""
+    own = {n for stmt in ast.walk(tree) if isinstance(stmt, ast.stmt) for n in _bound_by(stmt)} - aliases
+    own |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for part in ast.walk(target):
+                if isinstance(part, (ast.Attribute, ast.Subscript)) and _root(part) not in own:
+                    return f"changes {ast.unparse(part)}: a solution may not change a library (refused)"
+    return None
+
+
+def _root(node):
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+# ---------------------------------------------------------------------------
+# Copies
+
+
+def fingerprint(source):
+    """A hash of the solution's code with formatting, comments, docstrings and its own names normalised;
+    None if it does not parse. Two solutions with one fingerprint are the same code."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    tree = _Normalise().visit(tree)
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+
+
+class _Normalise(ast.NodeTransformer):
+    """Drops docstrings and renames what the code defines, in order of first appearance: module-level
+    names to g0, g1, ..., each function's arguments and variables to l0, l1, ... afresh in every function.
+    Library names (torch, F.binary_cross_entropy_with_logits, ...) stay as they are."""
+
+    def visit_Module(self, node):
+        defined = {n for stmt in node.body for n in _bound_by(stmt)} - _import_aliases(node)
+        self.globals, self.defined, self.locals = {}, defined, None
+        return self.generic_visit(node)
+
+    def _name(self, name):
+        if self.locals is not None and name in self.locals:
+            if self.locals[name] is None:  # first appearance in this function
+                self.locals[name] = f"l{sum(v is not None for v in self.locals.values())}"
+            return self.locals[name]
+        if name in self.defined:
+            return self.globals.setdefault(name, f"g{len(self.globals)}")
+        return name
+
+    def _strip_docstring(self, node):
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+
+    def visit_FunctionDef(self, node):
+        node.name = self._name(node.name)
+        self._strip_docstring(node)
+        outer = self.locals
+        local = [a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)]
+        local += [n for stmt in ast.walk(node) if isinstance(stmt, ast.stmt) and stmt is not node
+                  for n in _bound_by(stmt)]
+        self.locals = dict.fromkeys(local)
+        node.args = self.visit(node.args)
+        node.body = [self.visit(stmt) for stmt in node.body]
+        node.decorator_list, node.returns = [self.visit(d) for d in node.decorator_list], None
+        self.locals = outer
+        return node
+
+    def visit_ClassDef(self, node):
+        node.name = self._name(node.name)
+        self._strip_docstring(node)
+        return self.generic_visit(node)
+
+    def visit_arg(self, node):
+        node.arg, node.annotation = self._name(node.arg), None
+        return node
+
+    def visit_Name(self, node):
+        node.id = self._name(node.id)
+        return node

@@ -1,0 +1,105 @@
+"""Reading what students handed in: whose folder is whose, and each exercise's cells, taken safely.
+
+A submission is a folder with the student's notebooks, as `NN_*.ipynb` or
+`notebooks/NN_*.ipynb` (the release's layout). A class is a folder of
+submissions, one folder per student, named after the student (what a GitHub
+Classroom export or a course's LMS download gives); `students(folder)` tells
+the two apart.
+
+Only regular files inside the student's own folder are read: a notebook that
+is a symbolic link (to the instructor's notebooks, say) or resolves outside the
+folder scores 0 with the reason. Of each notebook grading takes, per
+exercise, the solution cell (matched by its nbgrader grade_id) and the code
+cells the student added right below it; the rest of the notebook (outputs,
+the instructor's cells, edited checks) is never used. A solution cell the
+student deleted counts as the release's stub: not done.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .assignment import BadNotebook, meta, read_notebook
+
+
+@dataclass
+class Submission:
+    student: str
+    folder: Path
+    cells: dict = field(default_factory=dict)  # {(notebook, exercise): [source, ...]}
+    problems: dict = field(default_factory=dict)  # {notebook: why it scored 0}
+
+    def digest(self, source_digest):
+        """The content hash a later grading compares: the graded cells, the problems, and the instructor's side."""
+        text = json.dumps([source_digest, sorted((list(k), v) for k, v in self.cells.items()),
+                           sorted(self.problems.items())])
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def is_submission(folder):
+    """Whether `folder` holds lab notebooks itself (one student), rather than one folder per student."""
+    return any(base.is_dir() and any(base.glob("[0-9][0-9]_*.ipynb")) for base in (folder, folder / "notebooks"))
+
+
+def students(folder):
+    """[(student, their folder)]: the folder itself if it is one submission, else each visible subfolder."""
+    folder = Path(folder)
+    if is_submission(folder):
+        return [(folder.resolve().name, folder)]
+    return [(child.name, child) for child in sorted(folder.iterdir())
+            if not child.name.startswith(".") and (child.is_dir() or child.is_symlink())]
+
+
+def read_submission(student, folder, exercises, stubs):
+    """A Submission: the cells of every exercise (or why a notebook scored 0).
+
+    exercises: [grade.Exercise]; stubs: {(notebook, exercise): the release's solution cell}.
+    """
+    submission = Submission(student, Path(folder))
+    if Path(folder).is_symlink():
+        for notebook in {e.notebook for e in exercises}:
+            submission.problems[notebook] = f"{student} is a symbolic link; only folders inside the " \
+                                            f"submissions folder are graded"
+        return submission
+    for notebook in dict.fromkeys(e.notebook for e in exercises):
+        try:
+            nb = read_notebook(find_notebook(Path(folder), notebook))
+        except (FileNotFoundError, BadNotebook, ValueError) as err:
+            submission.problems[notebook] = str(err)
+            continue
+        for exercise in (e for e in exercises if e.notebook == notebook):
+            key = (notebook, exercise.name)
+            submission.cells[key] = solution_cells(nb, exercise.name) or [stubs[key]]
+    return submission
+
+
+def find_notebook(folder, name):
+    """The student's notebook for the instructor's `name`: by file name, or by its NN_ number.
+
+    Refuses (ValueError) a symbolic link or a file that resolves outside `folder`.
+    """
+    candidates = [base / name for base in (folder, folder / "notebooks")]
+    candidates += [p for base in (folder, folder / "notebooks") for p in sorted(base.glob(name[:3] + "*.ipynb"))]
+    for path in candidates:
+        if path.is_symlink():
+            raise ValueError(f"{name} is a symbolic link; only regular files inside the submission are graded")
+        if path.is_file():
+            if folder.resolve() not in path.resolve().parents:
+                raise ValueError(f"{name} lies outside the submission; only files inside it are graded")
+            return path
+    raise FileNotFoundError(f"{name} is missing")
+
+
+def solution_cells(nb, exercise):
+    """The sources of the exercise's solution cell and of the code cells the student added below it."""
+    cells = nb.cells
+    index = next((i for i, c in enumerate(cells) if meta(c).get("grade_id") == f"{exercise}_solution"), None)
+    if index is None:
+        return None
+    found = [cells[index].source]
+    for cell in cells[index + 1:]:
+        if meta(cell) or cell.cell_type != "code":
+            break
+        found.append(cell.source)
+    return found

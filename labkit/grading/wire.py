@@ -1,0 +1,119 @@
+"""What crosses between a student's kernel and the grader: plain data, and nothing else.
+
+The grader never unpickles anything a kernel sends (unpickling runs code), and
+never receives an object whose methods could lie about its value. A message is
+UTF-8 JSON made of None, booleans, numbers, strings, lists, dicts with string
+keys, and tensors written out as bytes:
+
+    {"tensor": {"dtype": "float32", "shape": [2, 3], "data": "<base64 of the 24 bytes>",
+                "requires_grad": false}}
+
+`encode` turns Python values into such a message (in the kernel: a value that
+is not plain data raises NotPlainData, naming its type); `decode` turns a
+message back into values (in the grader: anything of another shape raises
+NotPlainData). `decode` builds every tensor from its bytes itself, so a tensor
+in the grader is an ordinary torch.Tensor whatever the kernel meant to send.
+
+This module imports only the standard library and torch: the kernel imports it
+inside the sandbox, where labkit itself is not available.
+"""
+
+import base64
+import json
+import math
+
+import torch
+
+MAX_MESSAGE = 256 * 2**20  # bytes: far above any exercise's tensors (a DCGAN at hidden 100 is 7 MB)
+MAX_DEPTH = 16
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
+          "uint8": torch.uint8, "bool": torch.bool}
+NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+class NotPlainData(TypeError):
+    """A value that is not plain data (see the module docstring)."""
+
+
+def encode(value):
+    """A message (bytes) holding `value`; NotPlainData if any part of it is not plain data."""
+    return json.dumps(_to_plain(value, 0), allow_nan=True).encode()
+
+
+def decode(message):
+    """The values in a message; NotPlainData if it is not a well-formed message of plain data."""
+    if not isinstance(message, (bytes, bytearray)) or len(message) > MAX_MESSAGE:
+        raise NotPlainData(f"a message of {len(message):,} bytes; at most {MAX_MESSAGE:,}")
+    try:
+        plain = json.loads(message.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise NotPlainData(f"not a JSON message ({type(err).__name__})") from None
+    return _from_plain(plain, 0)
+
+
+def _to_plain(value, depth):
+    if depth > MAX_DEPTH:
+        raise NotPlainData(f"values nested more than {MAX_DEPTH} deep")
+    kind = type(value)  # exact types: a subclass may override what it says about itself
+    if value is None or kind in (bool, int, str):
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {"float": repr(value)}  # nan, inf, -inf
+    if kind in (torch.Tensor, torch.nn.Parameter):
+        return {"tensor": _tensor_to_plain(value)}
+    if kind in (list, tuple):
+        return [_to_plain(v, depth + 1) for v in value]
+    if kind is dict and all(type(k) is str for k in value):
+        return {"dict": {k: _to_plain(v, depth + 1) for k, v in value.items()}}
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return _to_plain(value.item(), depth)  # a numpy scalar: its Python number
+    raise NotPlainData(f"a {kind.__module__}.{kind.__qualname__} object, not a tensor, a number, a bool, "
+                       f"a string, None, or a list of them")
+
+
+def _tensor_to_plain(tensor):
+    if tensor.dtype not in NAMES or tensor.layout != torch.strided or tensor.is_complex():
+        raise NotPlainData(f"a tensor of dtype {tensor.dtype} / layout {tensor.layout}")
+    data = torch.Tensor.contiguous(torch.Tensor.cpu(torch.Tensor.detach(tensor)))
+    raw = data.view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8)
+    return {"dtype": NAMES[tensor.dtype], "shape": list(tensor.shape),
+            "data": base64.b64encode(raw.numpy().tobytes()).decode("ascii"),
+            "requires_grad": bool(tensor.requires_grad)}
+
+
+def _from_plain(plain, depth):
+    if depth > MAX_DEPTH:
+        raise NotPlainData(f"values nested more than {MAX_DEPTH} deep")
+    if plain is None or type(plain) in (bool, int, float, str):
+        return plain
+    if type(plain) is list:
+        return [_from_plain(v, depth + 1) for v in plain]
+    if type(plain) is dict and len(plain) == 1:
+        (kind, body), = plain.items()
+        if kind == "tensor":
+            return _tensor_from_plain(body)
+        if kind == "float" and body in ("nan", "inf", "-inf"):
+            return float(body)
+        if kind == "dict" and type(body) is dict:
+            return {str(k): _from_plain(v, depth + 1) for k, v in body.items()}
+    raise NotPlainData(f"an unexpected {type(plain).__name__} in a message")
+
+
+def _tensor_from_plain(body):
+    try:
+        dtype = DTYPES[body["dtype"]]
+        shape = [int(n) for n in body["shape"]]
+        if any(type(n) is not int or n < 0 for n in body["shape"]) or len(shape) > 8:
+            raise ValueError("bad shape")
+        raw = base64.b64decode(body["data"], validate=True)
+        count = math.prod(shape)
+        if len(raw) != count * torch.tensor([], dtype=dtype).element_size():
+            raise ValueError("the bytes do not fit the shape")
+        tensor = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        tensor = tensor.reshape(shape).clone()
+        if body.get("requires_grad") is True and tensor.is_floating_point():
+            tensor.requires_grad_(True)
+        return tensor
+    except (KeyError, TypeError, ValueError, base64.binascii.Error) as err:
+        raise NotPlainData(f"a malformed tensor ({err})") from None

@@ -1,0 +1,371 @@
+"""Grading a class as an instructor would, with students who cheat.
+
+A folder of 30 generated submissions (right, wrong, blank, duplicated, and
+every way of faking a grade we know of) is graded in one command; every row of
+the gradebook is checked. The instructor's notebooks are a copy in a temporary
+folder, so that a grading that failed to box a kernel could not harm the repository.
+"""
+
+import csv
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+EXERCISES = {"dcgan_networks": "01_train_dcgan.ipynb", "gan_losses": "01_train_dcgan.ipynb",
+             "rebalancing_rule": "04_nash_equilibrium.ipynb", "interpolation": "05_latent_interpolation.ipynb",
+             "mlp_networks": "07_mlp_gan.ipynb", "vae_pieces": "09_vae.ipynb"}
+POINTS = {"dcgan_networks": 3, "gan_losses": 2, "rebalancing_rule": 2, "interpolation": 2, "mlp_networks": 2,
+          "vae_pieces": 3}
+NOT_DONE = "not done: the code still raises NotImplementedError"
+
+
+def labkit(*args, timeout=1800):
+    env = dict(os.environ, LABKIT_PROFILE="smoke")
+    return subprocess.run([sys.executable, "-m", "labkit.machinery.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tree_digest(*folders):
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            digest.update(str(path).encode() + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
+
+
+def cell(nb, grade_id):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """The instructor's notebooks (a copy) and their student release."""
+    root = tmp_path_factory.mktemp("course")
+    source = root / "instructor"
+    shutil.copytree(NOTEBOOKS, source)
+    done = labkit("assignment", "release", "--out", root / "release", "--source", source)
+    assert done.returncode == 0, done.stderr
+    return source, root / "release" / "notebooks"
+
+
+def submit(folder, base, solutions=None, checks=None):
+    """Write a submission into `folder`: `base` notebooks with some solution / check cells replaced."""
+    folder.mkdir(parents=True)
+    for name in sorted(set(EXERCISES.values())):
+        nb = nbformat.read(str(base / name), as_version=4)
+        for exercise, source in (solutions or {}).items():
+            if EXERCISES[exercise] == name:
+                cell(nb, f"{exercise}_solution").source = source
+        for exercise, source in (checks or {}).items():
+            if EXERCISES[exercise] == name:
+                cell(nb, exercise).source = source
+        nbformat.write(nb, str(folder / name))
+    return folder
+
+
+def reference(source, exercise):
+    return cell(nbformat.read(str(source / EXERCISES[exercise]), as_version=4), f"{exercise}_solution").source
+
+
+OWN_LOSSES = '''import torch.nn.functional as F
+
+
+def discriminator_loss(real_logits, fake_logits):
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits):
+    return F.softplus(-fake_logits).mean()
+'''
+OWN_LOSSES_RENAMED = '''import torch.nn.functional as F
+
+# written on my own, honestly
+def discriminator_loss(r, f):
+    """D's loss."""
+    return (F.softplus(-r).mean()
+            + F.softplus(f).mean())
+
+def generator_loss(f):
+    return F.softplus(-f).mean()
+'''
+LIAR = '''class Liar:
+    """Says whatever a check wants to hear."""
+    def __sub__(self, other): return self
+    def __rsub__(self, other): return self
+    def __abs__(self): return self
+    def __lt__(self, other): return True
+    def __gt__(self, other): return True
+    def __eq__(self, other): return True
+    def item(self): return 0.0
+    def dim(self): return 0
+
+
+def discriminator_loss(real_logits, fake_logits):
+    return Liar()
+
+
+def generator_loss(fake_logits):
+    return Liar()
+'''
+
+
+def cheats(source, report):
+    """{student: ({exercise: solution source}, {exercise: (passed, message pattern)})}: one cheat each,
+    on top of the right solutions, so only the cheat's exercise may lose its points."""
+    right = {e: reference(source, e) for e in EXERCISES}
+    home_cache = Path.home() / ".cache" / "labkit" / "poison.pt"
+    return {
+        "tamper-custom-exc": ({"gan_losses": "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"
+                                             "def discriminator_loss(real_logits, fake_logits):\n    pass\n"
+                                             "def generator_loss(fake_logits):\n    pass\n"},
+                              {"gan_losses": (False, "refused: your cell uses get_ipython")}),
+        "tamper-checks-patched": ({"dcgan_networks": "import labkit.checks\nfor name in dir(labkit.checks):\n"
+                                                     "    setattr(labkit.checks, name, lambda *a, **k: None)\n"
+                                                     "from labkit.models import DCGANGenerator as Generator\n"
+                                                     "from labkit.models import DCGANDiscriminator as Discriminator\n"},
+                                  {"dcgan_networks": (False, "refused: your cell imports the module labkit.checks")}),
+        "tamper-import-reference": ({"mlp_networks": "from labkit.models import MLPDiscriminator, MLPGenerator\n"},
+                                    {"mlp_networks": (False, "refused: your cell imports MLPDiscriminator, "
+                                                             "MLPGenerator from labkit.models")}),
+        "tamper-showtraceback": ({"rebalancing_rule": "import IPython\nIPython.get_ipython().showtraceback = "
+                                                      "lambda *a, **k: None\n" + right["rebalancing_rule"]},
+                                 {"rebalancing_rule": (False, "refused: your cell imports IPython")}),
+        "tamper-sys-modules": ({"interpolation": "import sys, types\nsys.modules['labkit.checks'] = "
+                                                 "types.SimpleNamespace(interpolation=print)\n" + right["interpolation"]},
+                               {"interpolation": (False, "refused: your cell imports sys")}),
+        "tamper-code-swap": ({"vae_pieces": right["vae_pieces"] + "\nvae_loss.__code__ = kl_divergence.__code__\n"},
+                             {"vae_pieces": (False, "refused: your cell uses the attribute __code__")}),
+        "tamper-allclose": ({"gan_losses": "torch.allclose = lambda *a, **k: True\n"
+                                           "torch.isfinite = lambda x: torch.ones_like(x, dtype=torch.bool)\n"
+                                           "def discriminator_loss(real_logits, fake_logits):\n    pass\n"
+                                           "def generator_loss(fake_logits):\n    pass\n"},
+                            {"gan_losses": (False, "refused: your cell changes torch.allclose")}),
+        "tamper-liar": ({"gan_losses": LIAR},
+                        {"gan_losses": (False, "refused: discriminator_loss returned a __main__.Liar object, "
+                                               "not a tensor")}),
+        "tamper-write-report": ({"rebalancing_rule": f"torch.save({{'points': 14}}, {str(report / 'gradebook.csv')!r})\n"
+                                                     + right["rebalancing_rule"]},
+                                {"rebalancing_rule": (False, "(?i)(no such file|does not exist)")}),
+        "tamper-read-hidden": ({"interpolation": "import numpy as np\n"
+                                                 f"text = np.fromfile({str(source / '05_latent_interpolation.ipynb')!r}, "
+                                                 "dtype=np.uint8).tobytes().decode()\nraise ValueError(text)\n"
+                                                 + right["interpolation"]},
+                               {"interpolation": (False, "FileNotFoundError")}),
+        "tamper-exit": ({"vae_pieces": right["vae_pieces"] + "\nimport os\nos._exit(0)\n"},
+                        {"vae_pieces": (False, "refused: your cell imports os")}),
+        "tamper-segfault": ({"mlp_networks": right["mlp_networks"] + "\nimport numpy as np\n"
+                                                                     "np.ctypeslib.ctypes.string_at(0)\n"},
+                            {"mlp_networks": (False, "the kernel stopped while running your code")}),
+        "tamper-persist": ({"gan_losses": "for path in " + repr([str(home_cache), "/tmp/labkit-poison.py",
+                                                                  str(source / "01_train_dcgan.ipynb")]) + ":\n"
+                                          "    try:\n        torch.save({'poison': 1}, path)\n"
+                                          "    except Exception:\n        pass\n" + right["gan_losses"]},
+                           {}),
+    }
+
+
+def class_of_30(root, source, release, report):
+    """The 30 submissions, and what the gradebook must say for each: {student: {exercise: (passed, pattern)}}."""
+    expected = {}
+    right = {e: reference(source, e) for e in EXERCISES}
+    for name in ("right-1", "right-2"):
+        submit(root / name, source)
+        expected[name] = {}
+    for name in ("blank-1", "blank-2"):
+        submit(root / name, release)
+        expected[name] = {e: (False, NOT_DONE) for e in EXERCISES}
+    wrong = {
+        "gan_losses": (right["gan_losses"].replace("real_logits))", "real_logits), reduction='sum')"),
+                       "discriminator_loss gives"),
+        "dcgan_networks": (right["dcgan_networks"].replace("nn.Tanh()", "nn.Identity()"), r"Generator|\[-1, 1\]"),
+        "rebalancing_rule": ("def update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0):\n"
+                             "    return (step - 1) % every == 0\n", "D should skip"),
+        "interpolation": (right["interpolation"].replace("spherical)", "(1 - t) * z1 + t * z2)"), "great circle"),
+        "mlp_networks": (right["mlp_networks"].replace("LeakyReLU(0.2", "LeakyReLU(0.1"), "computes something else"),
+        "vae_pieces": (right["vae_pieces"].replace("- 1 - logvar", "- 1 + logvar"), "kl_divergence"),
+    }
+    for exercise, (solution, pattern) in wrong.items():
+        submit(root / f"wrong-{exercise}", source, {exercise: solution})
+        expected[f"wrong-{exercise}"] = {exercise: (False, pattern)}
+    submit(root / "copy-a", source, {"gan_losses": OWN_LOSSES})
+    submit(root / "copy-b", source, {"gan_losses": OWN_LOSSES_RENAMED})
+    expected["copy-a"] = expected["copy-b"] = {}
+    for name, (solutions, outcome) in cheats(source, report).items():
+        submit(root / name, source, solutions)
+        expected[name] = outcome
+    submit(root / "loop-forever", source, {"interpolation": right["interpolation"] + "\nwhile True:\n    pass\n"})
+    expected["loop-forever"] = {"interpolation": (False, "took longer than the exercise's time limit of 20 s")}
+    submit(root / "edited-check", release, checks={"mlp_networks": "print('all good')\n"})
+    expected["edited-check"] = {e: (False, NOT_DONE) for e in EXERCISES}
+    folder = submit(root / "symlinked", release)
+    (folder / "04_nash_equilibrium.ipynb").unlink()
+    (folder / "04_nash_equilibrium.ipynb").symlink_to(source / "04_nash_equilibrium.ipynb")
+    expected["symlinked"] = {**{e: (False, NOT_DONE) for e in EXERCISES},
+                             "rebalancing_rule": (False, "04_nash_equilibrium.ipynb is a symbolic link")}
+    folder = submit(root / "not-a-notebook", source)
+    (folder / "09_vae.ipynb").write_text("{ this is not JSON")
+    expected["not-a-notebook"] = {"vae_pieces": (False, "09_vae.ipynb is not a notebook")}
+    folder = submit(root / "missing", source)
+    (folder / "07_mlp_gan.ipynb").unlink()
+    expected["missing"] = {"mlp_networks": (False, "07_mlp_gan.ipynb is missing")}
+    assert len(expected) == 30
+    return expected
+
+
+def test_a_class_of_30_is_graded_in_one_command_and_no_cheat_earns_a_point(course, tmp_path):
+    source, release = course
+    submissions, report = tmp_path / "submissions", tmp_path / "report"
+    expected = class_of_30(submissions, source, release, report)
+    home_before = sorted(p.name for p in (Path.home() / ".cache").glob("*")) if (Path.home() / ".cache").is_dir() else []
+    guarded = tree_digest(source, Path(__import__("labkit").__file__).parent)
+
+    done = labkit("assignment", "grade", submissions, "--out", report, "--source", source, "--timeout", 20)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(report / "gradebook.csv")
+    assert list(rows[0]) == ["student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of"]
+    assert len(rows) == 30 * 6
+    for r in rows:
+        passed, pattern = expected[r["student"]].get(r["exercise"], (True, "^passed$"))
+        assert (r["passed"] == "True") == passed and re.search(pattern, r["message"]), r
+        assert r["points"] == (str(POINTS[r["exercise"]]) if passed else "0"), r
+        assert r["notebook"] == EXERCISES[r["exercise"]] and r["max_points"] == str(POINTS[r["exercise"]])
+    assert "30 students (30 graded now, 0 unchanged" in done.stdout
+
+    # Copies: flagged, points kept.
+    by = {(r["student"], r["exercise"]): r for r in rows}
+    assert by["copy-a", "gan_losses"]["copy_of"] == "copy-b" and by["copy-b", "gan_losses"]["copy_of"] == "copy-a"
+    assert by["right-1", "vae_pieces"]["copy_of"].startswith("labkit's reference; ")
+    assert "right-2" in by["right-1", "vae_pieces"]["copy_of"]
+    assert by["blank-1", "vae_pieces"]["copy_of"] == "" and by["copy-a", "gan_losses"]["points"] == "2"
+
+    # Feedback a student can read, without the hidden checks.
+    feedback = (report / "tamper-liar" / "feedback.md").read_text()
+    assert "**12 / 14 points**" in feedback and "refused: discriminator_loss returned" in feedback
+    everything = "".join(p.read_text() for p in report.rglob("*") if p.is_file())
+    assert "HIDDEN TESTS" not in everything and "same_function(Generator(latent" not in everything
+    assert read_csv(report / "right-1" / "grades.csv")[0]["exercise"] == "dcgan_networks"
+
+    # Nothing the cheats aimed at changed, and nothing appeared where they tried to write.
+    assert tree_digest(source, Path(__import__("labkit").__file__).parent) == guarded
+    assert not Path("/tmp/labkit-poison.py").exists() and not (Path.home() / ".cache" / "labkit" / "poison.pt").exists()
+    assert (sorted(p.name for p in (Path.home() / ".cache").glob("*")) if (Path.home() / ".cache").is_dir() else []) \
+        == home_before
+
+    # A second run regrades only what changed.
+    again = labkit("assignment", "grade", submissions, "--out", report, "--source", source, "--timeout", 20)
+    assert again.returncode == 0 and "30 students (0 graded now, 30 unchanged" in again.stdout, again.stdout
+    assert read_csv(report / "gradebook.csv") == rows
+    shutil.rmtree(submissions / "blank-2")
+    submit(submissions / "blank-2", source)
+    third = labkit("assignment", "grade", submissions, "--out", report, "--source", source, "--timeout", 20)
+    assert "30 students (1 graded now, 29 unchanged" in third.stdout, third.stdout
+    assert {r["passed"] for r in read_csv(report / "blank-2" / "grades.csv")} == {"True"}
+
+
+def test_a_blank_submission_graded_after_hostile_ones_still_scores_zero(course, tmp_path):
+    source, release = course
+    hostile = tmp_path / "hostile"
+    for name, (solutions, _) in cheats(source, tmp_path / "blank-report").items():
+        if name in ("tamper-persist", "tamper-write-report", "tamper-segfault", "tamper-checks-patched"):
+            submit(hostile / name, source, solutions)
+    assert labkit("assignment", "grade", hostile, "--out", tmp_path / "hostile-report", "--source", source,
+                  "--timeout", 20).returncode == 0
+    done = labkit("assignment", "grade", release, "--out", tmp_path / "blank-report", "--source", source)
+    assert done.returncode == 0, done.stderr
+    assert "total: 0 / 14 points" in done.stdout
+    assert {r["points"] for r in read_csv(tmp_path / "blank-report" / "grades.csv")} == {"0"}
+
+
+def test_one_student_the_instructor_and_the_blank_release(course, tmp_path):
+    source, release = course
+    done = labkit("assignment", "grade", source, "--out", tmp_path / "solved", "--source", source)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(tmp_path / "solved" / "grades.csv")
+    assert list(rows[0]) == ["notebook", "exercise", "points", "max_points", "passed", "message", "copy_of"]
+    assert all(r["passed"] == "True" and r["points"] == r["max_points"] for r in rows), rows
+    assert "total: 14 / 14 points" in done.stdout and done.stderr == ""
+    done = labkit("assignment", "grade", release, "--out", tmp_path / "blank", "--source", source)
+    assert "total: 0 / 14 points" in done.stdout
+    assert all(r["message"].startswith(NOT_DONE) for r in read_csv(tmp_path / "blank" / "grades.csv"))
+
+
+@pytest.mark.parametrize("args, env, said", [
+    (["nowhere"], {}, "no folder"),
+    (["file.txt"], {}, "no folder"),
+    (["submission", "--timeout", "-5"], {}, "--timeout must be a number of seconds from 1"),
+    (["submission", "--jobs", "0"], {}, "--jobs must be a whole number from 1"),
+    (["submission"], {"LABKIT_PROFILE": "bogus"}, "LABKIT_PROFILE='bogus' is not a profile"),
+])
+def test_bad_input_is_one_line_and_grades_nothing(course, tmp_path, args, env, said):
+    source, release = course
+    (tmp_path / "file.txt").write_text("x")
+    shutil.copytree(release, tmp_path / "submission")
+    command = [sys.executable, "-m", "labkit.machinery.cli", "assignment", "grade", *args, "--out", "report",
+               "--source", str(source)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "LABKIT_PROFILE": "smoke", **env})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("labkit: error: ") and said in done.stderr, done.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_report_folder_of_the_users_own_files_is_never_touched(course, tmp_path):
+    source, release = course
+    report = tmp_path / "report"
+    (report / "graded").mkdir(parents=True)
+    (report / "graded" / "thesis.txt").write_text("three years of work")
+    (report / "grading.log").write_text("my notes")
+    done = labkit("assignment", "grade", release, "--out", report, "--source", source)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "holds files labkit did not write" in done.stderr
+    assert (report / "graded" / "thesis.txt").read_text() == "three years of work"
+    assert (report / "grading.log").read_text() == "my notes" and sorted(os.listdir(report)) == ["graded", "grading.log"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    done = labkit("assignment", "grade", release, "--out", tmp_path / "link", "--source", source)
+    assert done.returncode == 2 and "is a symbolic link" in done.stderr and not os.listdir(tmp_path / "elsewhere")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB filesystem (tmpfs), mounted for the test; needs root, as CI runs."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_under_the_report_is_one_line_and_the_last_report_stays_whole(course, tmp_path, small_disk):
+    source, release = course
+    report = small_disk / "report"
+    assert labkit("assignment", "grade", release, "--out", report, "--source", source).returncode == 0
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    done = labkit("assignment", "grade", source, "--out", report, "--source", source)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("labkit: error: the disk is full"), done.stderr
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before
+    filler.unlink()
+    assert labkit("assignment", "grade", source, "--out", report, "--source", source).returncode == 0
+    assert {r["passed"] for r in read_csv(report / "grades.csv")} == {"True"}
