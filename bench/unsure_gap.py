@@ -2,7 +2,7 @@
 
 labkit's course DCGAN (latent 16, hidden 16, seed 2022, 5000 steps, batch 64,
 Adam 2e-4 / 0.5) draws digits the classifier is unsure of (confidence below
-0.7) in about a fifth of its samples; issue 13 asks for at most 15%. This script
+0.7) in about a fifth of its samples; labkit's goal was at most 15%. This script
 measures, in one run, what each change that leaves the course's *training*
 alone does to that share, beside labkit's standard sampling:
 
@@ -168,7 +168,7 @@ def main(argv=None):
         save_grid(standard[0], args.grid)
 
     lines = [f"Unsure digits of `{config.name}` at the course's settings, {args.samples} samples per sample seed "
-             f"(goal of issue 13: at most 15% unsure, every digit at least 1/3 of its expected share).", "",
+             f"(the goal: at most 15% unsure, every digit at least 1/3 of its expected share).", "",
              "| candidate | what changes | unsure (sample seed 0) | unsure (sample seed 1) | smallest digit share |",
              "| --- | --- | --- | --- | --- |"]
     for name, what, results in rows:

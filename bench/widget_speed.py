@@ -3,7 +3,7 @@
 Each widget move redraws one figure. This script times what a move costs, from
 the call to the PNG that JupyterLab shows (matplotlib's inline backend renders
 the figure to PNG; the same is done here), side by side with how the widgets
-worked when issue 13 was filed (the baseline) and in between:
+worked before labkit's fix (the baseline) and in between:
 
   smoothing  a plots.plot_curves figure of four runs of the cpu profile's length
              (500 logged rows each), built once and given each new weight by
@@ -110,12 +110,12 @@ def main(argv=None):
     morph(0.5, cached=True)  # the first draw, which finds and caches the endpoints
 
     variants = [  # (widget, how a move is drawn, function, values); the first of each widget is the baseline
-        ("smoothing (notebook 2)", "a new figure, shown twice (as issue 13 found it)", smoothing_shown_twice, smoothing),
+        ("smoothing (notebook 2)", "a new figure, shown twice (before labkit's fix)", smoothing_shown_twice, smoothing),
         ("smoothing (notebook 2)", "a new figure per move (labkit until set_smoothing)", smoothing_new_figure,
          smoothing),
         ("smoothing (notebook 2)", "one figure, new weight in place (plots.set_smoothing: now)", smoothing_in_place,
          smoothing),
-        ("morph (notebook 5)", "endpoints searched on every move (as issue 13 found it)",
+        ("morph (notebook 5)", "endpoints searched on every move (before labkit's fix)",
          lambda l: morph(l, False), positions),
         ("morph (notebook 5)", "endpoints cached per digit pair (now)", lambda l: morph(l, True), positions),
     ]

@@ -43,7 +43,7 @@ RUN_ONLY = ("logging_steps", "saving_steps", "device")  # may change between a r
 
 
 def runs_root():
-    """The folder that holds every run (see the README's "Where runs go").
+    """The folder that holds every run (the README's "Start here" says it in one line).
 
     1. LABKIT_RUNS, if set;
     2. else `runs/` in the lab folder: the nearest folder, from the current
