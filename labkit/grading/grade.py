@@ -126,23 +126,33 @@ def grade_exercise(exercise, cells, boxes, timeout, seed=None):
 
 
 def _run_checks(exercise, cells, boxes, timeout, seed):
-    said = io.StringIO()  # what the checks print: not part of the verdict
+    """Start the kernel, then run the instructor's check cell against its stand-ins. An error of grading's
+    own (the kernel cannot start) is raised; everything the student's code causes is a Verdict."""
     try:
         with Kernel(cells, helpers(exercise), boxes.new(timeout), timeout) as kernel:
             kinds = kernel.request("kinds", names=list(exercise.names))
             for name, kind in exercise.names.items():
                 if type(kinds) is not dict or kinds.get(name) != kind:
                     return Verdict(False, f"{name} is not a {kind} after your cell ran")
-            namespace = {"__name__": "__grading__", "torch": torch, "nn": nn, "F": F, "math": math, "checks": checks,
-                         **{name: remote.stand_in(kernel, name, kind) for name, kind in exercise.names.items()}}
-            with contextlib.redirect_stdout(said), _seeded(seed):
-                exec(compile(exercise.check, f"<check {exercise.name}>", "exec"), namespace)
+            stand_ins = {name: remote.stand_in(kernel, name, kind) for name, kind in exercise.names.items()}
+            return _checked(exercise, stand_ins, seed)
     except StudentError as err:
         return Verdict(False, NOT_DONE if str(err).startswith("NotImplementedError") else str(err))
     except Refused as err:
         return Verdict(False, f"refused: {err}")
     except KernelError as err:
         return Verdict(False, str(err))
+
+
+def _checked(exercise, stand_ins, seed):
+    """Run the check cell in the grader's process with the student's names bound to `stand_ins`."""
+    namespace = {"__name__": "__grading__", "torch": torch, "nn": nn, "F": F, "math": math, "checks": checks,
+                 **stand_ins}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), _seeded(seed):  # the checks' "ok" lines are not needed
+            exec(compile(exercise.check, f"<check {exercise.name}>", "exec"), namespace)
+    except KernelError:
+        raise
     except AssertionError as err:
         return Verdict(False, str(err) or "a hidden check failed")
     except Exception as err:  # a check that met data it could not use (a None, a wrong shape)

@@ -30,6 +30,7 @@ ALLOWED_MODULES = ("torch", "math", "numpy", "functools", "itertools", "collecti
 REFUSED_NAMES = {"eval", "exec", "compile", "__import__", "open", "globals", "locals", "vars", "setattr", "delattr",
                  "breakpoint", "input", "exit", "quit", "get_ipython", "memoryview", "help", "__builtins__",
                  "__loader__", "__spec__"}
+MAX_SOURCE = 100_000  # characters: the longest reference solution cell has 1,739
 ALLOWED_DUNDERS = {"__init__", "__name__", "__doc__", "__repr__", "__str__", "__len__"}
 
 
@@ -39,10 +40,12 @@ def refusal(source, names, labkit_imports):
     names:          {name: "class" or "function"}: what the exercise asks the cell to define.
     labkit_imports: {module: {names}} the cell may import from labkit (the instructor's own imports).
     """
+    if len(source) > MAX_SOURCE:
+        return f"is {len(source):,} characters long; a solution takes a few thousand (a table of answers?)"
     try:
         tree = ast.parse(source)
-    except SyntaxError as err:
-        return f"the cell is not valid Python (SyntaxError at line {err.lineno}: {err.msg})"
+    except (SyntaxError, ValueError, RecursionError) as err:
+        return f"the cell is not valid Python ({type(err).__name__}: {getattr(err, 'msg', err)})"
     aliases = _import_aliases(tree)
     for check in (_imports(tree, labkit_imports), _names_defined(tree, names), _interpreter_access(tree),
                   _library_changes(tree, aliases)):
