@@ -22,6 +22,8 @@ from pathlib import Path
 
 from .assignment import BadNotebook, meta, read_notebook
 
+MAX_NOTEBOOK_BYTES = 64 * 2**20  # notebooks with every figure stay far below; a larger file is not read
+
 
 @dataclass
 class Submission:
@@ -87,6 +89,9 @@ def find_notebook(folder, name):
         if path.is_file():
             if folder.resolve() not in path.resolve().parents:
                 raise ValueError(f"{name} lies outside the submission; only files inside it are graded")
+            if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+                raise ValueError(f"{name} is {path.stat().st_size / 2**20:.0f} MB; a lab notebook without "
+                                 f"outputs is well under {MAX_NOTEBOOK_BYTES // 2**20} MB")
             return path
     raise FileNotFoundError(f"{name} is missing")
 
