@@ -163,6 +163,30 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
 
 
+def features_fid(feats1, feats2):
+    """The Frechet distance between two sets of feature vectors (N, D): `frechet_distance` of
+    their `statistics`, computed exactly and much faster when a set has fewer vectors than dimensions.
+
+    With X = (feats1 - mu1) / sqrt(n1 - 1) and Y likewise, sigma1 = X^T X and
+    sigma2 = Y^T Y. The nonzero eigenvalues of sigma1 sigma2 = X^T (X Y^T Y) are
+    those of (X Y^T Y) X^T = (X Y^T)(X Y^T)^T, so Tr(sqrt(sigma1 sigma2)) is the
+    sum of the singular values of the n1 x n2 matrix X Y^T, and Tr(sigma1) is the
+    sum of X's squares. For 500 vs 500 Inception features that is one 500 x 500
+    SVD instead of two 2048 x 2048 eigendecompositions: milliseconds instead of
+    seconds, which is what makes averaging over many random subsets affordable.
+    The value agrees with `frechet_distance` to 1e-7 relative (tests/test_metrics.py).
+    """
+    feats1, feats2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    (n1, dim), n2 = feats1.shape, len(feats2)
+    if min(n1, n2) >= dim:
+        return frechet_distance(*statistics(feats1), *statistics(feats2))
+    mu1, mu2 = feats1.mean(axis=0), feats2.mean(axis=0)
+    x, y = (feats1 - mu1) / np.sqrt(n1 - 1), (feats2 - mu2) / np.sqrt(n2 - 1)
+    diff = mu1 - mu2
+    trace_sqrt = np.linalg.svd(x @ y.T, compute_uv=False).sum()
+    return float(diff.dot(diff) + (x * x).sum() + (y * y).sum() - 2 * trace_sqrt)
+
+
 @dataclass(frozen=True)
 class FID:
     """An FID value that remembers how it was measured.

@@ -62,6 +62,7 @@ class CourseResult:
     text: str  # as the reports give it, e.g. "98.8 ± 14.3 (best 71.1)"
     mean: float
     source: str
+    std: float = math.nan  # over the report's 5 seeds, where it gives one
 
 
 # The course's Inception FIDs (3000 vs 3000), from the students' reports.
@@ -71,12 +72,12 @@ _GRID_MEAN_STD = {  # report 000: 5 seeds (2022-2026) per configuration, mean ±
     (64, 16): (83.3, 17.5, 59.3), (64, 32): (62.1, 11.9, 45.5), (64, 64): (49.6, 12.1, 32.6), (64, 100): (36.8, 5.6, 31.2),
     (100, 16): (82.4, 23.9, 47.0), (100, 32): (59.3, 9.3, 43.5), (100, 64): (37.0, 7.8, 27.1), (100, 100): (37.9, 6.6, 29.0),
 }
-COURSE = {f"dcgan_z{z}_h{h}": CourseResult(f"{m} ± {s} (best {b}); 5 seeds", m, "report 000")
+COURSE = {f"dcgan_z{z}_h{h}": CourseResult(f"{m} ± {s} (best {b}); 5 seeds", m, "report 000", s)
           for (z, h), (m, s, b) in _GRID_MEAN_STD.items()}
 COURSE["dcgan_z16_h16"] = CourseResult("98.8 ± 14.3 (best 71.1), 5 seeds; single runs in other reports: 77.4, "
-                                       "87.1, 104.5", 98.8, "reports 000, 002, 001, 004")
+                                       "87.1, 104.5", 98.8, "reports 000, 002, 001, 004", 14.3)
 COURSE.update({
-    "mlp_z16": CourseResult("112.5 ± 3.5 (best 106.8), 5 seeds; 140.2 at latent 100", 112.5, "reports 000, 001"),
+    "mlp_z16": CourseResult("112.5 ± 3.5 (best 106.8), 5 seeds; 140.2 at latent 100", 112.5, "reports 000, 001", 3.5),
     "relu_in_d": CourseResult("70.0 (one run)", 70.0, "report 002"),
     "no_batchnorm": CourseResult("236.6 (one run)", 236.6, "report 002"),
     "d_every_2": CourseResult("37.1, against 26.1 without it (at latent 16, hidden 100; one run)", 37.1, "report 000"),
