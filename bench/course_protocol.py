@@ -126,7 +126,7 @@ PIPELINES = [
     Pipeline("mixed_range", "train32", "eval_pm1", "real in [0, 1], generated left in [-1, 1]"),
     Pipeline("both_pm1", "train32_pm1", "eval_pm1", "real and generated both left in [-1, 1]"),
     Pipeline("test_split", "test32", "eval01", "real images from the test split"),
-    Pipeline("g_train_mode", "train32", "trainmode01", "G in training mode (BatchNorm batch statistics, batches of 64)"),
+    Pipeline("g_train_mode", "train32", "trainmode01", "G in training mode (BatchNorm statistics of batches of 64)"),
     Pipeline("real28+mixed_range", "train28", "eval_pm1", "real at 28x28 in [0, 1], generated at 32x32 in [-1, 1]"),
     Pipeline("real28+g_train_mode", "train28", "trainmode01", "real at 28x28, G in training mode"),
 ]
@@ -347,6 +347,45 @@ def fit_table(table, measured, ratios):
 # ---------------------------------------------------------------------------
 # Report
 
+# A protocol explains the course's table if its errors are within the course's own seed-to-seed spread on
+# average and it orders the configurations as the course does.
+EXPLAINS = dict(mean_abs_z=1.0, rho=0.8)
+
+KNOWN = """## What is known about the course's protocol
+
+None of the five reports says how its FIDs were measured (sample count, FID code, weights or image
+pipeline). The course's own `main.py`, as copied into students' public GitHub repositories (found by code
+search: about ten near-identical copies of the GAN script, one of the VAE script), does say it: after
+training it takes the first 3000 images of the shuffled training loader, maps them from [-1, 1] to [0, 1]
+(`* 0.5 + 0.5`) and repeats the grey channel 3 times, draws 3000 samples from G in batches of 64 and maps
+them the same way, and calls `calculate_fid_given_images(real, samples, batch_size, device)` from a
+`pytorch_fid.fid_score` shipped with the course (the released pytorch-fid has no such function; its source
+was not found, so its resize and weights are not known). Trained and measured in one call (`--do_train`),
+G samples in eval mode: the course's trainer calls `netG.eval()` at each checkpoint, the last one at step
+5000. Measured in a later call without `--do_train`, G is freshly built and samples in training mode (the
+`g_train_mode` pipeline below). The VAE script passes both sets without the `* 0.5 + 0.5`. So the count
+(3000 vs 3000), the split (training), the range ([0, 1]) and the tiling of labkit's standard are the
+course's code's; only what happens inside the course's `fid_score` is open.
+
+## Pipelines checked, not measured
+
+- No resize to 299: pytorch-fid's `InceptionV3(resize_input=False)` cannot run on 28x28 or 32x32 images
+  (`RuntimeError: Calculated padded input size per channel: (1 x 1). Kernel size: (3 x 3). Kernel size
+  can't be greater than actual input size`). Ruled out.
+- Grey converted with PIL's `convert('RGB')` instead of tiled: the same tensors (`torch.equal` on the first
+  1000 MNIST training images), so the same FIDs. No difference.
+- torchvision's ImageNet Inception weights (`inception_v3(weights="IMAGENET1K_V1")`): not on this machine
+  and not downloadable here (URLError). Not measurable here.
+
+## What is compared with what
+
+- labkit's runs are its reference runs (labkit.reference.EXPERIMENTS, the course's settings), seed 2022.
+- The course's DCGAN z16/h16 and z100/h16 and MLP numbers are means over 5 seeds (report 000); the
+  ablations and the VAEs are single runs (reports 002 and 003). labkit's VAE is labkit's own convolutional
+  VAE, not the course's network, so its FIDs compare models as well as protocols.
+- The rebalancing rules (D every 2nd step, pause at 0.8) ran at latent 16 / hidden 100 in the course and at
+  hidden 16 in labkit's reference: they are not fitted; their ratio to the baseline is shown instead."""
+
 
 def _fmt(value, digits=1):
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
@@ -375,8 +414,23 @@ def config_lines(table, protocols, found):
         course = COURSE[experiment].mean if experiment in FITTED else math.nan
         cells = [_fmt(table[p, n].get(experiment)) for p, n, _ in protocols]
         lines.append(f"| {experiment} | {' '.join(str(s) for s, _, _ in found[experiment])} | "
-                     f"{_fmt(course) if experiment in FITTED else 'at hidden 100: not fitted'} | " + " | ".join(cells) + " |")
+                     f"{_fmt(course) if experiment in FITTED else 'at hidden 100: not fitted'} | "
+                     + " | ".join(cells) + " |")
     return lines
+
+
+def verdict(rows):
+    """The verdict, from the best-fitting protocol and the EXPLAINS thresholds."""
+    best = rows[0]
+    fit = (f"{protocol_name(best['pipeline'], best['n'], best['measured'])}: MAE {best['mae']:.1f}, Spearman rho "
+           f"{best['rho']:.2f}, mean error {best['mean_abs_z']:.1f} course std over {best['n_configs']} configurations")
+    explains = [r for r in rows if r["mean_abs_z"] <= EXPLAINS["mean_abs_z"] and r["rho"] >= EXPLAINS["rho"]]
+    if explains:
+        text = f"The course's numbers are best explained by {fit}."
+    else:
+        text = (f"No protocol tried explains the course's numbers (none is within the course's seed-to-seed std on "
+                f"average with Spearman rho >= {EXPLAINS['rho']}). Best fit: {fit}.")
+    return ["## Verdict", "", text]
 
 
 def write_report(path, rows, cv, table, found, missing, header):
@@ -385,7 +439,7 @@ def write_report(path, rows, cv, table, found, missing, header):
     n_standard = 3000 if any(r["n"] == 3000 for r in rows) else max(r["n"] for r in rows)
     standard = next(r for r in rows if r["pipeline"] == "labkit" and r["n"] == n_standard)
     shown = [(r["pipeline"], r["n"], r["measured"]) for r in [standard, *rows[:3]]]
-    lines = [*header, "", "## Fit of each protocol to the course's table", "",
+    lines = [*header, "", *verdict(rows), "", KNOWN, "", "## Fit of each protocol to the course's table", "",
              f"Sorted by mean absolute error (MAE) against the course's numbers over the configurations fitted "
              f"({', '.join(k for k in FITTED if k in found)}). The error in course std: |labkit - course| divided "
              f"by the course's std over 5 seeds where a report gives one (DCGAN z16/h16 14.3, z100/h16 23.9, MLP 3.5), "
@@ -431,7 +485,7 @@ def main(argv=None):
         return 0
     rows, cv = fit_table(table, measured, ratios)
     command = "python bench/course_protocol.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = [f"# The course's FID protocol, fitted", "",
+    header = ["# The course's FID protocol, fitted", "",
               f"Measured with `{command.strip()}` in {(time.time() - started) / 60:.0f} min on "
               f"{torch.get_num_threads()} CPU threads (features cached: a rerun takes minutes). Features: "
               f"{counts['train32']} real and {counts['eval01']} generated images per run for labkit's pipeline, "

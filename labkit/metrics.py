@@ -3,7 +3,8 @@
 Two feature extractors ("backbones") turn images into vectors:
 
 - "inception": pytorch-fid's Inception-v3 with the standard FID weights, pool3
-  features (2048-d). This is the FID of the course and of the literature. It
+  features (2048-d). This is the FID of the literature (the course's reports
+  do not say how theirs was measured: bench/course_protocol.md). It
   is slow on a CPU (a 32x32 digit is resized to 299x299): about 7-12 images/s
   on 2 cores, seconds for thousands on a GPU.
 - "mnist": labkit's digit classifier, penultimate features (128-d). Its FID
@@ -112,7 +113,7 @@ def features(images, backbone="inception", batch_size=None, device=None, progres
                       leave=False):
         batch = images[start:start + batch_size].to(device, torch.float32)
         if backbone == "inception":
-            # The course's convention: [0, 1] grey images repeated to 3 channels.
+            # pytorch-fid's convention: [0, 1] images; grey is repeated to 3 channels.
             # pytorch-fid then resizes to 299x299 and rescales to [-1, 1] itself.
             batch = to_unit_range(batch).expand(-1, 3, -1, -1).contiguous(memory_format=memory_format)
             out.append(model(batch)[0].flatten(1).cpu())
@@ -220,7 +221,7 @@ def fid(real_images, fake_images, backbone="inception", progress=False):
 
 
 def inception_fid(real_images, fake_images, progress=False):
-    """The course's FID: Inception-v3 pool3 features, as pytorch-fid computes it."""
+    """labkit's standard Inception FID: Inception-v3 pool3 features, as pytorch-fid computes it."""
     return fid(real_images, fake_images, "inception", progress)
 
 
@@ -280,8 +281,9 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
 
 
 def generator_fid(generator, count=3000, backbone="inception", real_count=None, seed=0, progress=False):
-    """The course's protocol: FID of `count` samples against `real_count` (default: the
-    same number) MNIST training images, with the real statistics cached."""
+    """labkit's standard protocol: FID of `count` samples against `real_count` (default: the
+    same number, 3000 as in the course's main.py) MNIST training images, with the real
+    statistics cached."""
     from .models import sample_images
 
     real_count = real_count or count

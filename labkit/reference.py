@@ -3,11 +3,17 @@
 A student whose FID lands far from a number in a report cannot tell a bug
 from noise without a reference measured the same way. So each experiment of
 the lab has
-  * COURSE: what the course's students reported (Inception FID, 3000 vs 3000),
-    with the report it comes from;
+  * COURSE: what the course's students reported (Inception FIDs), with the
+    report it comes from. The reports do not say how they measured FID (how
+    many images, which code, weights or image pipeline); the course's own
+    main.py, as copied into students' public repositories, compares 3000
+    training images with 3000 samples, both in [0, 1], through a fid_score
+    module whose source was not found. bench/course_protocol.md fits candidate
+    protocols to these numbers;
   * labkit's reference (labkit/assets/reference_results.csv), measured by
-    bench/reference_results.py at the course's settings, with the course's FID
-    protocol and with MNIST-FID, over several seeds;
+    bench/reference_results.py at the course's settings, with labkit's
+    standard Inception FID (pytorch-fid, 3000 vs 3000) and with MNIST-FID, over
+    several seeds;
   * the active profile's own result, measured in the notebook.
 
 `compare(experiment, yours)` prints them side by side, saying which numbers
@@ -65,7 +71,7 @@ class CourseResult:
     std: float = math.nan  # over the report's 5 seeds, where it gives one
 
 
-# The course's Inception FIDs (3000 vs 3000), from the students' reports.
+# The course's Inception FIDs, from the students' reports (which do not state their protocol).
 _GRID_MEAN_STD = {  # report 000: 5 seeds (2022-2026) per configuration, mean ± std
     (16, 16): (98.8, 14.3, 71.1), (16, 32): (67.8, 4.7, 61.5), (16, 64): (60.7, 7.0, 47.8), (16, 100): (38.5, 8.0, 26.1),
     (32, 16): (75.7, 13.6, 57.9), (32, 32): (69.5, 13.9, 53.1), (32, 64): (53.7, 4.9, 49.4), (32, 100): (37.4, 3.8, 32.3),
@@ -128,7 +134,7 @@ def compare(experiment, yours=None, backbone=None, count=None, label=None):
         yours, backbone, count = f"{yours.value:.2f}", yours.backbone, yours.n_fake
     course, ref = COURSE.get(experiment), load().get(experiment)
     lines = [f"{label or experiment}"]
-    lines.append(f"  course, Inception FID (3000 vs 3000):      {course.text if course else 'not reported'}")
+    lines.append(f"  course, Inception FID (protocol unstated): {course.text if course else 'not reported'}")
     if ref:
         lines.append(f"  labkit reference, Inception FID (3000):    "
                      f"{_fmt(ref['fid_mean'], ref['fid_std'], ref['fid_best'])}, {_seeds(ref)}")
