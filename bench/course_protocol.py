@@ -250,11 +250,15 @@ def fit_bias(counts, fids):
 
 
 def fid_curve(real, fake, subsets, counts=COUNTS, seed=0):
-    """{N: (fid, std, measured)} for every N of `counts`: measured where the features suffice, else extrapolated."""
+    """{N: (fid, std, measured)} for every N of `counts`: measured where the features suffice, else extrapolated.
+
+    The extrapolation fits the measured N from a quarter of the largest one up (and >= 100): below ~2048
+    images the bias does not yet fall like 1/N, so the smallest counts would bend the fit.
+    """
     rng = np.random.default_rng(seed)
     measured = {n: fid_at(real, fake, n, subsets, rng) for n in counts}
     measured = {n: v for n, v in measured.items() if not math.isnan(v[0])}
-    usable = [n for n in measured if n >= 100] or list(measured)
+    usable = [n for n in measured if n >= max(100, max(measured, default=0) / 4)] or list(measured)
     fid_inf, k = fit_bias(usable, [measured[n][0] for n in usable]) if len(usable) >= 2 else (math.nan, math.nan)
     return {n: (*measured[n], True) if n in measured else (fid_inf + k / n, math.nan, False) for n in counts}
 
@@ -271,16 +275,29 @@ def run_features(cache, run_name, generator, sizes):
     return feats
 
 
+def extrapolation_check(real, fake, subsets, counts):
+    """How far the extrapolation lands from a measured value: fitted on the counts up to a third of the
+    largest measured one, compared there. Returns (N, extrapolated, measured) or None."""
+    largest = max(n for n in counts if n <= min(len(real), len(fake)))
+    upto = [n for n in counts if n <= largest / 3]
+    if len(upto) < 2:
+        return None
+    curve = fid_curve(real[:largest // 3], fake[:largest // 3], subsets, upto + [largest])
+    return largest, curve[largest][0], fid_curve(real, fake, subsets, [largest])[largest][0]
+
+
 def measure(found, cache, sizes, subsets, counts=COUNTS):
     """{(pipeline, N): {experiment: mean FID over its seeds}}, {(pipeline, N): measured?} and
-    {(pipeline, N): {rebalancing rule: its FID / its baseline's, both at the rule's first seed}}."""
+    {(pipeline, N): {rebalancing rule: its FID / its baseline's, both at the rule's first seed}} and
+    {(experiment, seed): extrapolation_check of labkit's pipeline}."""
     real = {source: cache(f"real__{source}", sizes[source], lambda: real_source(source, sizes[source]))
             for source in ("train32", "train28", "test32", "train32_pm1")}
-    per_run = {}  # (experiment, seed) -> {pipeline: curve}
+    per_run, checks = {}, {}  # (experiment, seed) -> {pipeline: curve}; -> extrapolation_check
     for experiment, runs in found.items():
         for seed, run_name, generator in runs:
             print(f"== {experiment}, seed {seed}", flush=True)
             fake = run_features(cache, run_name, generator, sizes)
+            checks[experiment, seed] = extrapolation_check(real["train32"], fake["eval01"], subsets, counts)
             per_run[experiment, seed] = {p.name: fid_curve(real[p.real], fake[p.fake], subsets, counts)
                                          for p in PIPELINES}
     table, measured, ratios = {}, {}, {}
@@ -293,7 +310,7 @@ def measure(found, cache, sizes, subsets, counts=COUNTS):
                       for experiment, runs in found.items()}
             table[p.name, n] = {e: float(np.mean([v[0] for v in pts])) for e, pts in points.items()}
             measured[p.name, n] = all(v[2] for pts in points.values() for v in pts)
-    return table, measured, ratios
+    return table, measured, ratios, checks
 
 
 # ---------------------------------------------------------------------------
@@ -406,25 +423,28 @@ def fit_lines(rows, cv):
     return lines
 
 
-def config_lines(table, protocols, found):
-    """labkit's FID per configuration under the given protocols, beside the course's number."""
-    head = "| configuration | labkit seeds | course | " + " | ".join(protocol_name(*p) for p in protocols) + " |"
-    lines = [head, "|" + " --- |" * (3 + len(protocols))]
-    for experiment in [e.name for e in EXPERIMENTS if e.name in found]:
-        course = COURSE[experiment].mean if experiment in FITTED else math.nan
-        cells = [_fmt(table[p, n].get(experiment)) for p, n, _ in protocols]
-        lines.append(f"| {experiment} | {' '.join(str(s) for s, _, _ in found[experiment])} | "
-                     f"{_fmt(course) if experiment in FITTED else 'at hidden 100: not fitted'} | "
-                     + " | ".join(cells) + " |")
+def matrix_lines(table, measured, found):
+    """labkit's FID of every configuration under every protocol, the course's number in the header."""
+    names = [e.name for e in EXPERIMENTS if e.name in found]
+    course = [f"{COURSE[k].mean:.1f}" if k in FITTED else "hidden 100" for k in names]
+    lines = ["| protocol | " + " | ".join(f"{k} (course {c})" for k, c in zip(names, course)) + " |",
+             "|" + " --- |" * (1 + len(names))]
+    for (pipeline, n), values in table.items():
+        lines.append(f"| {protocol_name(pipeline, n, measured[pipeline, n])} | "
+                     + " | ".join(_fmt(values.get(k)) for k in names) + " |")
     return lines
 
 
-def verdict(rows):
-    """The verdict, from the best-fitting protocol and the EXPLAINS thresholds."""
-    best = rows[0]
+def verdict(rows, found):
+    """The verdict, from the best-fitting protocol and the EXPLAINS thresholds; none on fewer than 3 configurations."""
+    fitted = [k for k in FITTED if k in found]
+    if len(fitted) < 3:
+        return ["## Verdict", "", f"None yet: only {len(fitted)} configuration(s) measured ({', '.join(fitted)}); "
+                "fitting a protocol to the course's table needs at least 3 (see Missing below)."]
+    explains = [r for r in rows if r["mean_abs_z"] <= EXPLAINS["mean_abs_z"] and r["rho"] >= EXPLAINS["rho"]]
+    best = (explains or rows)[0]
     fit = (f"{protocol_name(best['pipeline'], best['n'], best['measured'])}: MAE {best['mae']:.1f}, Spearman rho "
            f"{best['rho']:.2f}, mean error {best['mean_abs_z']:.1f} course std over {best['n_configs']} configurations")
-    explains = [r for r in rows if r["mean_abs_z"] <= EXPLAINS["mean_abs_z"] and r["rho"] >= EXPLAINS["rho"]]
     if explains:
         text = f"The course's numbers are best explained by {fit}."
     else:
@@ -433,13 +453,26 @@ def verdict(rows):
     return ["## Verdict", "", text]
 
 
-def write_report(path, rows, cv, table, found, missing, header):
-    """bench/course_protocol.md: the fit table, then labkit's FIDs under labkit's protocol (at N = 3000, the
-    course's code's count) and under the three best-fitting protocols."""
-    n_standard = 3000 if any(r["n"] == 3000 for r in rows) else max(r["n"] for r in rows)
-    standard = next(r for r in rows if r["pipeline"] == "labkit" and r["n"] == n_standard)
-    shown = [(r["pipeline"], r["n"], r["measured"]) for r in [standard, *rows[:3]]]
-    lines = [*header, "", *verdict(rows), "", KNOWN, "", "## Fit of each protocol to the course's table", "",
+def reference_table_fit(cv):
+    """labkit's standard protocol (3000 vs 3000) over the whole table, from labkit's shipped reference results
+    (bench/reference_results.md: 3 seeds of the DCGANs and the MLP, 1 of the others)."""
+    from labkit.reference import load
+
+    ref = {k: row["fid_mean"] for k, row in load().items() if k in FITTED}
+    if len(ref) < 3:
+        return []
+    fit = fit_to_course(ref, {k: COURSE[k].mean for k in ref}, {k: course_spread(k, cv) for k in ref})
+    return ["## labkit's standard protocol over the whole table", "",
+            f"From labkit's reference results (bench/reference_results.md: pytorch-fid, 3000 training images vs "
+            f"3000 samples, both in [0, 1]; 3 seeds of the DCGANs and the MLP, 1 of the others), over "
+            f"{fit['n_configs']} configurations: MAE {fit['mae']:.1f}, Spearman rho {fit['rho']:.2f}, mean error "
+            f"{fit['mean_abs_z']:.1f} course std."]
+
+
+def write_report(path, rows, cv, table, measured, found, missing, header):
+    """bench/course_protocol.md: the verdict, what is known, the fit table and labkit's FIDs under every protocol."""
+    lines = [*header, "", *verdict(rows, found), "", KNOWN, "", *reference_table_fit(cv), "",
+             "## Fit of each protocol to the course's table", "",
              f"Sorted by mean absolute error (MAE) against the course's numbers over the configurations fitted "
              f"({', '.join(k for k in FITTED if k in found)}). The error in course std: |labkit - course| divided "
              f"by the course's std over 5 seeds where a report gives one (DCGAN z16/h16 14.3, z100/h16 23.9, MLP 3.5), "
@@ -447,8 +480,9 @@ def write_report(path, rows, cv, table, found, missing, header):
              f"latent x hidden cells). The rebalancing rules are not fitted (the course ran them at hidden 100, "
              f"labkit at hidden 16): their columns give labkit's ratio rule / baseline (same seed, hidden 16) "
              f"beside the course's (37.1 / 26.1 and 79.1 / 26.1 at hidden 100).", "",
-             *fit_lines(rows, cv), "", "## labkit's FIDs under labkit's protocol and the three best-fitting ones", "",
-             *config_lines(table, shown, found)]
+             *fit_lines(rows, cv), "", "## labkit's FID of each configuration under each protocol", "",
+             "Means over the configuration's runs; below the number of images computed, each value is the mean "
+             "over random subsets; above it, extrapolated.", "", *matrix_lines(table, measured, found)]
     if missing:
         lines += ["", "## Missing (partial results)", "", "Not measured, the run was not finished: "
                   + "; ".join(missing) + "."]
@@ -461,9 +495,9 @@ def main(argv=None):
     parser.add_argument("--cache", type=Path, default=None, help="features (default: <runs>/course_protocol)")
     parser.add_argument("--only", nargs="+", default=None, help="configurations to measure (default: all)")
     parser.add_argument("--train", action="store_true", help="train the reference runs that are missing")
-    parser.add_argument("--real", type=int, default=1000, help="real images for labkit's pipeline")
-    parser.add_argument("--fake", type=int, default=600, help="generated images per run for labkit's pipeline")
-    parser.add_argument("--variant", type=int, default=300, help="images per set for the other pipelines")
+    parser.add_argument("--real", type=int, default=1000, help="real training images (labkit's pipeline)")
+    parser.add_argument("--fake", type=int, default=1000, help="generated images per run, in [0, 1] and in [-1, 1]")
+    parser.add_argument("--variant", type=int, default=300, help="images per set for the other sources")
     parser.add_argument("--subsets", type=int, default=10, help="random subsets per smaller N")
     parser.add_argument("--counts", type=int, nargs="+", default=list(COUNTS), help="the N of the protocols")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: all)")
@@ -474,12 +508,12 @@ def main(argv=None):
     runs = args.runs or runs_root()
     names = args.only or list(FITTED) + list(RATIOS)
     found, missing = reference_runs(names, runs, args.train, args.seeds, args.steps)
-    counts = dict(train32=args.real, test32=args.fake, train28=args.variant, train32_pm1=args.variant,
-                  eval01=args.fake, eval_pm1=args.variant, trainmode01=args.variant)
+    counts = dict(train32=args.real, eval01=args.fake, eval_pm1=args.fake, test32=args.variant,
+                  train28=args.variant, train32_pm1=args.variant, trainmode01=args.variant)
     cache = FeatureCache(args.cache or runs / "course_protocol")
     print(f"course protocol: {sum(len(v) for v in found.values())} runs on {torch.get_num_threads()} threads, "
           f"{len(missing)} missing; features in {cache.folder}", flush=True)
-    table, measured, ratios = measure(found, cache, counts, args.subsets, args.counts)
+    table, measured, ratios, checks = measure(found, cache, counts, args.subsets, args.counts)
     if not found:
         print("no finished reference run to measure")
         return 0
@@ -488,10 +522,15 @@ def main(argv=None):
     header = ["# The course's FID protocol, fitted", "",
               f"Measured with `{command.strip()}` in {(time.time() - started) / 60:.0f} min on "
               f"{torch.get_num_threads()} CPU threads (features cached: a rerun takes minutes). Features: "
-              f"{counts['train32']} real and {counts['eval01']} generated images per run for labkit's pipeline, "
-              f"{args.variant} per set for the others; N above that is extrapolated with FID(N) = FID_inf + k / N; "
-              f"smaller N are means over {args.subsets} random subsets."]
-    write_report(args.out, rows, cv, table, found, missing, header)
+              f"{counts['train32']} real training images, {counts['eval01']} generated images per run in [0, 1] "
+              f"and in [-1, 1], {args.variant} per set for the other sources (28x28, test split, real in [-1, 1], "
+              f"G in training mode); N above that is extrapolated with FID(N) = FID_inf + k / N, fitted to the "
+              f"measured N >= 100; smaller N are means over {args.subsets} random subsets.", "",
+              "How far to trust the extrapolation (labkit's pipeline, fitted on the counts up to a third of the "
+              "largest measured one, compared with the measurement there): " + "; ".join(
+                  f"{e} seed {s}: N = {c[0]}, extrapolated {c[1]:.1f}, measured {c[2]:.1f}"
+                  for (e, s), c in checks.items() if c) + "."]
+    write_report(args.out, rows, cv, table, measured, found, missing, header)
     results = dict(table={f"{p} N={n}": v for (p, n), v in table.items()}, fit=rows, missing=missing)
     (cache.folder / "results.json").write_text(json.dumps(results, indent=1))
     print(Path(args.out).read_text())

@@ -104,7 +104,7 @@ def test_course_protocol_runs_on_a_tiny_setting(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr
     bench = _course_protocol()
-    fit_rows = [line for line in out.read_text().split("## labkit's FIDs")[0].splitlines()
+    fit_rows = [line for line in out.read_text().split("## labkit's FID of each")[0].splitlines()
                 if line.startswith("| ") and "N = " in line]
     assert len(fit_rows) == len(bench.PIPELINES) * 4  # one row per protocol: pipeline x N
     assert all("(extrapolated)" in row for row in fit_rows if "N = 48 " in row)  # more than was computed
