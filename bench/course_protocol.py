@@ -372,7 +372,7 @@ KNOWN = """## What is known about the course's protocol
 
 None of the five reports says how its FIDs were measured (sample count, FID code, weights or image
 pipeline). The course's own `main.py`, as copied into students' public GitHub repositories (found by code
-search: about ten near-identical copies of the GAN script, one of the VAE script), does say it: after
+search: at least nine near-identical copies of the GAN script, one of the VAE script), does say it: after
 training it takes the first 3000 images of the shuffled training loader, maps them from [-1, 1] to [0, 1]
 (`* 0.5 + 0.5`) and repeats the grey channel 3 times, draws 3000 samples from G in batches of 64 and maps
 them the same way, and calls `calculate_fid_given_images(real, samples, batch_size, device)` from a
@@ -382,7 +382,10 @@ G samples in eval mode: the course's trainer calls `netG.eval()` at each checkpo
 5000. Measured in a later call without `--do_train`, G is freshly built and samples in training mode (the
 `g_train_mode` pipeline below). The VAE script passes both sets without the `* 0.5 + 0.5`. So the count
 (3000 vs 3000), the split (training), the range ([0, 1]) and the tiling of labkit's standard are the
-course's code's; only what happens inside the course's `fid_score` is open.
+course's code's; only what happens inside the course's `fid_score` is open. (Not a protocol matter but a
+training one, for whoever looks further: the course's trainer draws its batches from
+`itertools.cycle(training_loader)`, which replays the first epoch's batches in the same order for all 5.3
+epochs of a 5000-step run.)
 
 ## Pipelines checked, not measured
 
@@ -435,12 +438,25 @@ def matrix_lines(table, measured, found):
     return lines
 
 
-def verdict(rows, found):
+def within_spread(table, measured, experiment, cv):
+    """The protocols under which `experiment` lands within one course std of the course's number, as text."""
+    course, spread = COURSE[experiment].mean, course_spread(experiment, cv)
+    hits = {}
+    for (pipeline, n), values in table.items():
+        if abs(values.get(experiment, math.nan) - course) <= spread:
+            hits.setdefault(pipeline, []).append(f"{n}" + ("" if measured[pipeline, n] else "*"))
+    listed = "; ".join(f"{p} at N = {', '.join(ns)}" for p, ns in hits.items()) or "none"
+    return (f"{experiment} (course {course:.1f} ± {spread:.1f}) lands within one course std under: {listed} "
+            f"(* extrapolated).")
+
+
+def verdict(rows, found, table, measured, cv):
     """The verdict, from the best-fitting protocol and the EXPLAINS thresholds; none on fewer than 3 configurations."""
     fitted = [k for k in FITTED if k in found]
     if len(fitted) < 3:
         return ["## Verdict", "", f"None yet: only {len(fitted)} configuration(s) measured ({', '.join(fitted)}); "
-                "fitting a protocol to the course's table needs at least 3 (see Missing below)."]
+                "fitting a protocol to the course's table needs at least 3 (see Missing below). On what was "
+                "measured: " + " ".join(within_spread(table, measured, k, cv) for k in fitted)]
     explains = [r for r in rows if r["mean_abs_z"] <= EXPLAINS["mean_abs_z"] and r["rho"] >= EXPLAINS["rho"]]
     best = (explains or rows)[0]
     fit = (f"{protocol_name(best['pipeline'], best['n'], best['measured'])}: MAE {best['mae']:.1f}, Spearman rho "
@@ -471,7 +487,7 @@ def reference_table_fit(cv):
 
 def write_report(path, rows, cv, table, measured, found, missing, header):
     """bench/course_protocol.md: the verdict, what is known, the fit table and labkit's FIDs under every protocol."""
-    lines = [*header, "", *verdict(rows, found), "", KNOWN, "", *reference_table_fit(cv), "",
+    lines = [*header, "", *verdict(rows, found, table, measured, cv), "", KNOWN, "", *reference_table_fit(cv), "",
              "## Fit of each protocol to the course's table", "",
              f"Sorted by mean absolute error (MAE) against the course's numbers over the configurations fitted "
              f"({', '.join(k for k in FITTED if k in found)}). The error in course std: |labkit - course| divided "
@@ -503,6 +519,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the course's; tests)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", default="", help="a line for the report's header (e.g. how long the features took)")
     args = parser.parse_args(argv)
     started = time.time()
     runs = args.runs or runs_root()
@@ -518,7 +535,10 @@ def main(argv=None):
         print("no finished reference run to measure")
         return 0
     rows, cv = fit_table(table, measured, ratios)
-    command = "python bench/course_protocol.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if "--note" in shown:  # the note is printed below the command, not in it
+        del shown[shown.index("--note"):shown.index("--note") + 2]
+    command = "python bench/course_protocol.py " + " ".join(shown)
     header = ["# The course's FID protocol, fitted", "",
               f"Measured with `{command.strip()}` in {(time.time() - started) / 60:.0f} min on "
               f"{torch.get_num_threads()} CPU threads (features cached: a rerun takes minutes). Features: "
@@ -529,7 +549,7 @@ def main(argv=None):
               "How far to trust the extrapolation (labkit's pipeline, fitted on the counts up to a third of the "
               "largest measured one, compared with the measurement there): " + "; ".join(
                   f"{e} seed {s}: N = {c[0]}, extrapolated {c[1]:.1f}, measured {c[2]:.1f}"
-                  for (e, s), c in checks.items() if c) + "."]
+                  for (e, s), c in checks.items() if c) + "."] + (["", args.note] if args.note else [])
     write_report(args.out, rows, cv, table, measured, found, missing, header)
     results = dict(table={f"{p} N={n}": v for (p, n), v in table.items()}, fit=rows, missing=missing)
     (cache.folder / "results.json").write_text(json.dumps(results, indent=1))
