@@ -3,9 +3,10 @@
 Trains every experiment of labkit.reference.EXPERIMENTS (on a GPU: the course's
 whole latent x hidden grid too) at the course's settings (5000 steps, batch 64,
 Adam 2e-4 / 0.5; the VAE 25,000 steps, batch 32, lr 1e-3), measures each run
-with the course's FID protocol (Inception, 3000 real training images vs 3000
-samples) and with MNIST-FID (10,000 vs 10,000), counts the digits of 10,000
-samples, and writes
+with labkit's standard Inception FID (pytorch-fid, 3000 real training images vs
+3000 samples, the count in the course's main.py; the reports do not state their
+protocol: bench/course_protocol.md) and with MNIST-FID (10,000 vs 10,000),
+counts the digits of 10,000 samples, and writes
 
     labkit/assets/reference_results.csv   one row per experiment (shipped: the notebooks read it)
     bench/reference_results.md            the same as a table beside the course's numbers

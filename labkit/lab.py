@@ -2,8 +2,9 @@
 
 Three profiles scale the lab:
 
-    default   the real lab: the course's settings, Inception FID on 3000 vs
-              3000 images, 5 seeds, the full latent x hidden grid. For a GPU.
+    default   the real lab: the course's settings, labkit's standard Inception
+              FID on 3000 vs 3000 images, 5 seeds, the full latent x hidden
+              grid. For a GPU.
     cpu       a laptop CPU: the course's 5000 steps per GAN run, but fewer
               sizes and seeds, and MNIST-FID (seconds on a CPU) instead of
               Inception FID (minutes).
@@ -43,7 +44,7 @@ class Profile:
     hidden_sizes: tuple  # hidden sizes of the sweep and the curves
     curve_latents: tuple  # the curves notebook's grid ({16, 100} x {16, 100} in the course)
     curve_hiddens: tuple
-    fid_backbone: str  # "inception" (the course's FID) or "mnist" (MNIST-FID, fast on a CPU)
+    fid_backbone: str  # "inception" (Inception FID, as the course's) or "mnist" (MNIST-FID, fast on a CPU)
     fid_count: int  # real and generated images per FID
     count_samples: int  # samples whose digits are counted
     vae_steps: int

@@ -3,11 +3,17 @@
 A student whose FID lands far from a number in a report cannot tell a bug
 from noise without a reference measured the same way. So each experiment of
 the lab has
-  * COURSE: what the course's students reported (Inception FID, 3000 vs 3000),
-    with the report it comes from;
+  * COURSE: what the course's students reported (Inception FIDs), with the
+    report it comes from. The reports do not say how they measured FID (how
+    many images, which code, weights or image pipeline); the course's own
+    main.py, as copied into students' public repositories, compares 3000
+    training images with 3000 samples, both in [0, 1], through a fid_score
+    module whose source was not found. bench/course_protocol.md fits candidate
+    protocols to these numbers;
   * labkit's reference (labkit/assets/reference_results.csv), measured by
-    bench/reference_results.py at the course's settings, with the course's FID
-    protocol and with MNIST-FID, over several seeds;
+    bench/reference_results.py at the course's settings, with labkit's
+    standard Inception FID (pytorch-fid, 3000 vs 3000) and with MNIST-FID, over
+    several seeds;
   * the active profile's own result, measured in the notebook.
 
 `compare(experiment, yours)` prints them side by side, saying which numbers
@@ -62,21 +68,22 @@ class CourseResult:
     text: str  # as the reports give it, e.g. "98.8 ± 14.3 (best 71.1)"
     mean: float
     source: str
+    std: float = math.nan  # over the report's 5 seeds, where it gives one
 
 
-# The course's Inception FIDs (3000 vs 3000), from the students' reports.
+# The course's Inception FIDs, from the students' reports (which do not state their protocol).
 _GRID_MEAN_STD = {  # report 000: 5 seeds (2022-2026) per configuration, mean ± std
     (16, 16): (98.8, 14.3, 71.1), (16, 32): (67.8, 4.7, 61.5), (16, 64): (60.7, 7.0, 47.8), (16, 100): (38.5, 8.0, 26.1),
     (32, 16): (75.7, 13.6, 57.9), (32, 32): (69.5, 13.9, 53.1), (32, 64): (53.7, 4.9, 49.4), (32, 100): (37.4, 3.8, 32.3),
     (64, 16): (83.3, 17.5, 59.3), (64, 32): (62.1, 11.9, 45.5), (64, 64): (49.6, 12.1, 32.6), (64, 100): (36.8, 5.6, 31.2),
     (100, 16): (82.4, 23.9, 47.0), (100, 32): (59.3, 9.3, 43.5), (100, 64): (37.0, 7.8, 27.1), (100, 100): (37.9, 6.6, 29.0),
 }
-COURSE = {f"dcgan_z{z}_h{h}": CourseResult(f"{m} ± {s} (best {b}); 5 seeds", m, "report 000")
+COURSE = {f"dcgan_z{z}_h{h}": CourseResult(f"{m} ± {s} (best {b}); 5 seeds", m, "report 000", s)
           for (z, h), (m, s, b) in _GRID_MEAN_STD.items()}
 COURSE["dcgan_z16_h16"] = CourseResult("98.8 ± 14.3 (best 71.1), 5 seeds; single runs in other reports: 77.4, "
-                                       "87.1, 104.5", 98.8, "reports 000, 002, 001, 004")
+                                       "87.1, 104.5", 98.8, "reports 000, 002, 001, 004", 14.3)
 COURSE.update({
-    "mlp_z16": CourseResult("112.5 ± 3.5 (best 106.8), 5 seeds; 140.2 at latent 100", 112.5, "reports 000, 001"),
+    "mlp_z16": CourseResult("112.5 ± 3.5 (best 106.8), 5 seeds; 140.2 at latent 100", 112.5, "reports 000, 001", 3.5),
     "relu_in_d": CourseResult("70.0 (one run)", 70.0, "report 002"),
     "no_batchnorm": CourseResult("236.6 (one run)", 236.6, "report 002"),
     "d_every_2": CourseResult("37.1, against 26.1 without it (at latent 16, hidden 100; one run)", 37.1, "report 000"),
@@ -127,7 +134,7 @@ def compare(experiment, yours=None, backbone=None, count=None, label=None):
         yours, backbone, count = f"{yours.value:.2f}", yours.backbone, yours.n_fake
     course, ref = COURSE.get(experiment), load().get(experiment)
     lines = [f"{label or experiment}"]
-    lines.append(f"  course, Inception FID (3000 vs 3000):      {course.text if course else 'not reported'}")
+    lines.append(f"  course, Inception FID (protocol unstated): {course.text if course else 'not reported'}")
     if ref:
         lines.append(f"  labkit reference, Inception FID (3000):    "
                      f"{_fmt(ref['fid_mean'], ref['fid_std'], ref['fid_best'])}, {_seeds(ref)}")

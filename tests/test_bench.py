@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).parents[1] / "bench"
@@ -64,3 +65,51 @@ def test_widget_speed_times_both_widgets_beside_their_old_versions(small_gan, tm
     rows = done.stdout.splitlines()[-5:]
     assert [row.split(" | ")[0] for row in rows] == ["| smoothing (notebook 2)"] * 3 + ["| morph (notebook 5)"] * 2
     assert all(row.endswith("x |") for row in rows)  # the speed-up column
+
+
+def _course_protocol():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course_protocol", BENCH / "course_protocol.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_course_protocol_fits_a_hand_made_table():
+    bench = _course_protocol()
+    course = {"a": 20.0, "b": 25.0, "c": 60.0}
+    spread = {"a": 10.0, "b": 5.0, "c": 30.0}
+    fit = bench.fit_to_course({"a": 10.0, "b": 20.0, "c": 30.0}, course, spread)
+    assert fit["mae"] == pytest.approx((10 + 5 + 30) / 3)
+    assert fit["mean_abs_z"] == pytest.approx(1.0)  # each error is exactly one course std
+    assert fit["rho"] == pytest.approx(1.0) and fit["n_configs"] == 3  # same order as the course's
+    assert bench.fit_to_course({"a": 3.0, "b": 2.0, "c": 1.0}, course, spread)["rho"] == pytest.approx(-1.0)
+    fid_inf, k = bench.fit_bias([100, 200, 500], [30 + 900 / n for n in (100, 200, 500)])
+    assert (fid_inf, k) == (pytest.approx(30.0), pytest.approx(900.0))
+    assert bench.course_spread("dcgan_z16_h16", 0.2) == 14.3  # the report's std over 5 seeds
+    assert bench.course_spread("no_batchnorm", 0.2) == pytest.approx(0.2 * 236.6)  # a single run: cv x its number
+
+
+def test_course_protocol_runs_on_a_tiny_setting(tmp_path):
+    """One configuration, one 10-step run, a few dozen images: every protocol gets a row."""
+    import json
+    import os
+
+    env = dict(os.environ, LABKIT_RUNS=str(tmp_path / "runs"))
+    out = tmp_path / "protocol.md"
+    done = subprocess.run([sys.executable, str(BENCH / "course_protocol.py"), "--only", "dcgan_z16_h16", "--train",
+                           "--steps", "10", "--seeds", "2022", "--real", "24", "--fake", "24", "--variant", "16",
+                           "--counts", "8", "16", "24", "48", "--subsets", "3", "--cache", str(tmp_path / "cache"),
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    bench = _course_protocol()
+    fit_rows = [line for line in out.read_text().split("## labkit's FID of each")[0].splitlines()
+                if line.startswith("| ") and "N = " in line]
+    assert len(fit_rows) == len(bench.PIPELINES) * 4  # one row per protocol: pipeline x N
+    assert all("(extrapolated)" in row for row in fit_rows if "N = 48 " in row)  # more than was computed
+    assert any(row.startswith("| labkit, N = 24 | ") for row in fit_rows)  # measured: 24 real and 24 generated
+    results = json.loads((tmp_path / "cache" / "results.json").read_text())
+    small = np.mean([results["table"][f"{p.name} N=8"]["dcgan_z16_h16"] for p in bench.PIPELINES])
+    large = np.mean([results["table"][f"{p.name} N=16"]["dcgan_z16_h16"] for p in bench.PIPELINES])
+    assert small > large  # FID is biased upwards at small N

@@ -52,6 +52,15 @@ def test_frechet_distance_matches_pytorch_fid_and_closed_form():
     assert metrics.frechet_distance(np.zeros(4), np.eye(4), np.ones(4), 4 * np.eye(4)) == pytest.approx(4 + 4)
 
 
+def test_features_fid_is_the_frechet_distance_of_the_features_statistics():
+    """The low-rank path (fewer vectors than dimensions) and the full one give the same number."""
+    rng = np.random.default_rng(0)
+    for n1, n2, dim in [(40, 60, 256), (30, 30, 256), (300, 200, 64)]:
+        a, b = rng.standard_normal((n1, dim)) ** 2, 1.3 * rng.standard_normal((n2, dim)) + 0.2
+        full = metrics.frechet_distance(*metrics.statistics(a), *metrics.statistics(b))
+        assert metrics.features_fid(a, b) == pytest.approx(full, rel=1e-7)
+
+
 def test_digit_classifier_reaches_99_percent(mnist_test):
     from labkit.classifier import ASSET, accuracy
 

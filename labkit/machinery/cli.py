@@ -235,11 +235,11 @@ def build_parser():
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: in the run's samples/)")
     p.set_defaults(func=cmd_sample)
 
-    p = commands.add_parser("fid", help="FID of a run's newest checkpoint (the course's protocol)")
+    p = commands.add_parser("fid", help="FID of a run's newest checkpoint (labkit's standard protocol)")
     p.add_argument("--run", type=Path, required=True, help="the run folder")
     p.add_argument("--count", type=int, default=3000, help="samples, and real training images (3000)")
     p.add_argument("--backbone", choices=["inception", "mnist"], default="inception",
-                   help="inception: the course's FID; mnist: MNIST-FID, fast on a CPU, another scale")
+                   help="inception: Inception FID (pytorch-fid); mnist: MNIST-FID, fast on a CPU, another scale")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fid)
