@@ -5,6 +5,7 @@ analysis, plots, checks) imports from here only the names below, through
 `from .machinery import ...`; the modules of this package hold the details:
 
     atomic        files written so that a reader sees the old or the new, never half
+    targets       what a command may write: links, its own inputs and others' files refused first
     runs          run folders: identity and names, locks, config.json and history.csv
     checkpoints   the one checkpoint schema, written atomically, read with clear errors
     code          whose code trains a run: labkit's reference pieces or a student's
