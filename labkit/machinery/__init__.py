@@ -29,3 +29,7 @@ __all__ = ["atomic_path", "CheckpointError", "checkpoint_path", "latest_checkpoi
            "check_checkpoint_config", "check_run_folder", "check_writable", "describe_device", "forked_rng",
            "format_value", "load_weights", "prepare_run_folder", "read_config", "read_history", "resolve_device",
            "runs_root", "saved_state", "write_config", "write_history"]
+
+from .targets import TargetError, output_file  # noqa: E402 (after __all__: the lesson's caches check their files)
+
+__all__ += ["TargetError", "output_file"]
