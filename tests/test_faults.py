@@ -440,7 +440,8 @@ def test_a_config_json_of_the_wrong_kind_is_one_line(workdir, capsys, run_copy, 
     import json
 
     saved = json.loads((run_copy / "config.json").read_text())
-    text = config if isinstance(config, str) else json.dumps({**saved, **config} if isinstance(config, dict) else config)
+    changed = {**saved, **config} if isinstance(config, dict) else config
+    text = config if isinstance(config, str) else json.dumps(changed)
     (run_copy / "config.json").write_text(text)
     before = snapshot(workdir)
     args = {"sample": ["sample", "--run", run_copy, "--out", workdir / "grid.png"],
