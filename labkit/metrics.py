@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .data import load_mnist, to_unit_range
-from .machinery import atomic_path
+from .machinery import TargetError, atomic_path, output_file
 
 BACKBONES = ("inception", "mnist")
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
@@ -268,14 +268,16 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
             pass
     mu, sigma = statistics(features(real_images(count, split, seed, device), backbone, progress=progress))
     try:
+        output_file(path, owned=True, what="the cache file")  # labkit's own file in its cache; never a link
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
             np.savez(tmp, mu=mu, sigma=sigma)
-    except OSError as err:  # a read-only or full cache costs time next call, never the result
+    except (OSError, TargetError) as err:  # a read-only, full or odd cache costs time next call, never the result
         if not _warned.get("cache"):
             _warned["cache"] = True
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
             print(f"labkit: warning: could not cache real-image statistics in {cache_dir()} "
-                  f"({err.strerror or err}); they will be computed again next time. Set LABKIT_CACHE to a "
+                  f"({reason}); they will be computed again next time. Set LABKIT_CACHE to a "
                   f"folder you can write to.", file=sys.stderr)
     return mu, sigma
 

@@ -84,6 +84,7 @@ class TrainConfig(RunConfig):
     code: str = REFERENCE
 
     def __post_init__(self):
+        self.check_types()  # "use_mlp": "yes" in a config.json is one line, like a bad value on the command line
         for name, limit in LIMITS.items():
             check_whole(name, getattr(self, name), limit)
         check_seed(self.seed)
@@ -373,25 +374,29 @@ def extend(run, num_training_steps, out_dir=None, *, code=None, progress=True):
         raise ValueError(f"{source} is already {config.num_training_steps} steps long; extend it to more steps")
     config = config.updated(num_training_steps=num_training_steps)
     target = Path(out_dir) if out_dir is not None else source.parent / config.name
-    check_run_folder(target)
+    check_run_folder(target, inputs=[source])  # never the run it extends
     if not (target / "config.json").exists():
         state = load_latest(source, CHECKPOINT_KIND)
         if state is None:
             raise CheckpointError(f"{source} has no checkpoint to extend")
+        history = [r for r in read_history(source, HISTORY_COLUMNS) if r["step"] <= state["step"]]  # read first
         check_writable(target)
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        (partial / "checkpoints").mkdir(parents=True)
-        shutil.copy2(checkpoint_path(source, state["step"]), checkpoint_path(partial, state["step"]))
-        for folder in ("samples", "tensorboard"):
-            if (source / folder).is_dir():
-                shutil.copytree(source / folder, partial / folder)
-        if (source / "code.py").is_file():
-            shutil.copy2(source / "code.py", partial / "code.py")
-        write_history(partial, [r for r in read_history(source, HISTORY_COLUMNS) if r["step"] <= state["step"]],
-                      HISTORY_COLUMNS)
-        write_config(partial, config)
-        partial.rename(target)  # the new run appears whole, or not at all
+        try:
+            (partial / "checkpoints").mkdir(parents=True)
+            shutil.copy2(checkpoint_path(source, state["step"]), checkpoint_path(partial, state["step"]))
+            for folder in ("samples", "tensorboard"):
+                if (source / folder).is_dir():
+                    shutil.copytree(source / folder, partial / folder)
+            if (source / "code.py").is_file():
+                shutil.copy2(source / "code.py", partial / "code.py")
+            write_history(partial, history, HISTORY_COLUMNS)
+            write_config(partial, config)
+            partial.rename(target)  # the new run appears whole, or not at all
+        except BaseException:  # a full disk, Ctrl-C: no half copy left behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         if progress:
             print(f"labkit: extending {source} (step {state['step']}) into {target}")
     return train(config, target, code=code, progress=progress)

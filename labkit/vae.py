@@ -54,6 +54,7 @@ class VAEConfig(RunConfig):
     code: str = REFERENCE  # "labkit", or "student-<hash>" (labkit/machinery/code.py)
 
     def __post_init__(self):
+        self.check_types()
         for name, limit in LIMITS.items():
             check_whole(name, getattr(self, name), limit)
         check_seed(self.seed)

@@ -63,6 +63,23 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def a_trained_run(tmp_path_factory):
+    """One tiny run (20 steps, checkpoints at 10 and 20), trained once for the tests that copy it."""
+    out = tmp_path_factory.mktemp("shared") / "run"
+    assert main(["train", "--num_training_steps", "20", "--saving_steps", "10", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(workdir, a_trained_run):
+    """A copy of `a_trained_run` in this test's folder, for the test to damage."""
+    import shutil
+
+    shutil.copytree(a_trained_run, workdir / "run", ignore=shutil.ignore_patterns(".lock*"))
+    return workdir / "run"
+
+
 def trained(capsys, out, steps=20, saving=10):
     status, err = run(capsys, "train", "--num_training_steps", steps, "--saving_steps", saving, "--out", out, *TINY)
     assert status == 0, err
@@ -100,6 +117,9 @@ def test_a_bad_device_is_one_line(workdir, capsys, command, device):
     (["sample", "--run", "x", "--nrow", "0"], "--nrow must be at least 1"),
     (["sample", "--run", "x", "--nrow", "-2"], "--nrow must be at least 1"),
     (["sample", "--run", "x", "--count", "100000000"], "--count must be from 1 to 10,000"),
+    (["sample", "--run", "x", "--seed", "99999999999999999999"], "seed must be a whole number from 0 to 4,294,967,295"),
+    (["sample", "--run", "x", "--seed", "-1"], "seed must be a whole number from 0 to 4,294,967,295"),
+    (["train-classifier", "--seed", "99999999999999999999"], "seed must be a whole number from 0 to 4,294,967,295"),
     (["sample", "--run", "no/such/run"], "no run folder at no/such/run"),
     (["extend", "--run", "no/such/run", "--num_training_steps", "10"], "no/such/run"),
 ])
@@ -163,14 +183,119 @@ def test_sample_out_must_be_an_image_file(workdir, capsys):
     one_error(err, "--out must be an image file ending in .png or .jpg")
 
 
-def test_train_classifier_checks_its_destination_before_training(workdir, capsys, monkeypatch):
+@pytest.mark.parametrize("out, message", [
+    ("weights", "is a folder; give a file name such as"),
+    ("mine.pt", "mine.pt already exists; add --force to replace it"),
+    ("link.pt", "link.pt is a symbolic link"),
+])
+def test_train_classifier_checks_its_destination_before_training(workdir, capsys, monkeypatch, out, message):
     import labkit.classifier
 
     monkeypatch.setattr(labkit.classifier, "train_classifier", lambda **k: pytest.fail("it trained"))
     (workdir / "weights").mkdir()
-    status, err = run(capsys, "train-classifier", "--device", "cpu", "--out", workdir / "weights")
+    (workdir / "mine.pt").write_bytes(b"my own weights")
+    (workdir / "link.pt").symlink_to(workdir / "mine.pt")
+    before = snapshot(workdir)
+    force = ["--force"] if out == "link.pt" else []  # a link is refused even when asked to replace
+    status, err = run(capsys, "train-classifier", "--device", "cpu", "--out", workdir / out, *force)
     assert status == 2
-    one_error(err, "is a folder")
+    one_error(err, message)
+    assert snapshot(workdir) == before and (workdir / "link.pt").is_symlink()
+
+
+# ---------------------------------------------------------------------------
+# Targets: a command never writes over its own input, through a link, or over a file it did not make
+
+
+def test_sample_never_replaces_an_image_or_writes_through_a_link(workdir, capsys, run_copy):
+    photo, link = workdir / "photo.png", workdir / "link.png"
+    photo.write_bytes(b"\x89PNG my holiday")
+    link.symlink_to(photo)
+    (workdir / "dangling.png").symlink_to(workdir / "gone.png")
+    before = snapshot(workdir)
+    for out, force, message in [(photo, [], "photo.png already exists; add --force to replace it"),
+                                (link, ["--force"], "link.png is a symbolic link (to "),
+                                (workdir / "dangling.png", ["--force"], "dangling.png is a symbolic link")]:
+        status, err = run(capsys, "sample", "--run", run_copy, "--out", out, *force)
+        assert status == 2
+        one_error(err, message)
+    assert snapshot(workdir) == before and link.is_symlink()
+    status, err = run(capsys, "sample", "--run", run_copy, "--out", photo, "--force")  # asked for: replaced
+    assert status == 0, err
+    assert photo.read_bytes().startswith(b"\x89PNG") and photo.read_bytes() != before[photo]
+    no_temporary_files(workdir)
+
+
+INSTRUCTOR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_a_release_never_writes_over_the_instructors_notebooks(workdir, capsys):
+    pytest.importorskip("nbgrader")
+    import shutil
+
+    lab = workdir / "lab"
+    shutil.copytree(INSTRUCTOR, lab / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    before = snapshot(lab)
+    os.chdir(lab)  # cd LAB && labkit assignment release --out . --force: the source is ./notebooks
+    status, err = run(capsys, "assignment", "release", "--out", ".", "--force")
+    assert status == 2
+    one_error(err, "notebooks is ", "which this command reads; writing there would destroy it")
+    assert snapshot(lab) == before
+    # A release elsewhere; then the instructor's own notebook copied over one of its notebooks.
+    out = workdir / "course"
+    assert run(capsys, "assignment", "release", "--out", out)[0] == 0
+    released = out / "notebooks" / "01_train_dcgan.ipynb"
+    shutil.copy(lab / "notebooks" / "01_train_dcgan.ipynb", released)
+    (out / "notebooks" / "my_notes.md").write_text("mine")
+    mine = snapshot(out)
+    status, err = run(capsys, "assignment", "release", "--out", out, "--force")
+    assert status == 2
+    one_error(err, "01_train_dcgan.ipynb was not written by labkit; labkit never replaces a file it did not make")
+    assert snapshot(out) == mine
+    # --force replaces what labkit released, a student's work in it included; never another file.
+    student = out / "notebooks" / "04_nash_equilibrium.ipynb"
+    student.write_text(student.read_text().replace("raise NotImplementedError()", "pass  # my work", 1))
+    released.unlink()
+    status, err = run(capsys, "assignment", "release", "--out", out, "--force")
+    assert status == 0, err
+    assert "my work" not in student.read_text() and (out / "notebooks" / "my_notes.md").read_text() == "mine"
+    assert snapshot(lab) == before
+    no_temporary_files(workdir)
+
+
+def test_a_run_folder_that_is_a_link_or_holds_links_is_refused(workdir, capsys, run_copy):
+    from labkit.train import extend
+
+    thesis = workdir / "thesis.txt"
+    thesis.write_text("three years of work")
+    (workdir / "elsewhere").symlink_to(run_copy)
+    status, err = run(capsys, "train", "--num_training_steps", 20, "--saving_steps", 10, "--out",
+                      workdir / "elsewhere", *TINY)
+    assert status == 2
+    one_error(err, "elsewhere is a symbolic link")
+    (run_copy / "checkpoints" / "step-000020.pt").unlink()  # unfinished: training would append to history.csv
+    (run_copy / "history.csv").unlink()
+    (run_copy / "history.csv").symlink_to(thesis)
+    before = snapshot(workdir)
+    status, err = run(capsys, "train", "--num_training_steps", 20, "--saving_steps", 10, "--out", run_copy, *TINY)
+    assert status == 2
+    one_error(err, "history.csv is a symbolic link", "give the real path")
+    assert snapshot(workdir) == before and thesis.read_text() == "three years of work"
+    with pytest.raises(ValueError, match="which this command reads"):
+        extend(run_copy, 40, out_dir=workdir / "run", progress=False)  # the run it extends is its input
+    assert snapshot(workdir) == before
+
+
+def test_sweep_tables_never_replace_a_users_file(workdir, capsys):
+    tables = workdir / "my_tables"
+    tables.mkdir()
+    (tables / "runs.csv").write_text("my,own,table\n")
+    before = snapshot(workdir)
+    status, err = run(capsys, "sweep", "--latent_dims", 8, "--hidden_dims", 8, "--seeds", 1, "--num_training_steps",
+                      10, "--fid_count", 50, "--backbone", "mnist", "--out", tables, "--no_cuda", "--quiet")
+    assert status == 2
+    one_error(err, "runs.csv was not written by labkit; labkit never replaces a file it did not make")
+    assert snapshot(workdir) == before and not (workdir / "runs").exists()
 
 
 # ---------------------------------------------------------------------------
@@ -274,6 +399,72 @@ def test_a_history_with_other_columns_is_one_line(workdir, capsys):
     assert snapshot(out) == before
 
 
+@pytest.mark.parametrize("command", ["sample", "extend"])
+@pytest.mark.parametrize("damage", ["a field over 131,072 characters", "undecodable bytes"])
+def test_an_oversized_or_undecodable_history_row_is_one_line(workdir, capsys, run_copy, command, damage):
+    lines = (run_copy / "history.csv").read_bytes().split(b"\n")
+    lines[1] = lines[1] + b"9" * 140_000 if damage.startswith("a field") else b"10,0.5,\xff\xfe,0.1" + lines[1][11:]
+    (run_copy / "history.csv").write_bytes(b"\n".join(lines))
+    before = snapshot(workdir)
+    args = {"sample": ["sample", "--run", run_copy, "--out", workdir / "grid.png"],
+            "extend": ["extend", "--run", run_copy, "--num_training_steps", 30, "--quiet"]}[command]
+    status, err = run(capsys, *args)
+    assert status == 2
+    one_error(err, f"{run_copy / 'history.csv'} is damaged at line 2", "delete the run folder")
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("torn", [b"20,0.51,\xff\xfe\xfd", b"20," + b"9" * 140_000, b"20,0.51,1.2"])
+def test_a_torn_last_row_of_any_bytes_is_dropped_with_a_warning(workdir, capsys, run_copy, torn):
+    lines = (run_copy / "history.csv").read_bytes().split(b"\n")[:-2]  # header and step 10: step 20's row torn
+    (run_copy / "history.csv").write_bytes(b"\n".join([*lines, torn]))
+    before = snapshot(run_copy)
+    status = main(["sample", "--run", str(run_copy), "--out", str(workdir / "grid.png")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 0
+    assert err == [f"labkit: warning: {run_copy / 'history.csv'} line 3 is incomplete (the run was stopped while "
+                   f"writing it); it is left out"]
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("command", ["sample", "train"])
+@pytest.mark.parametrize("config, message", [
+    ({"use_mlp": "yes"}, "does not hold a TrainConfig (use_mlp must be true or false, got 'yes')"),
+    ({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
+    ({"latent_dim": 16.5}, "latent_dim must be a whole number, got 16.5"),
+    ([1, 2, 3], "is not a labkit config (expected a JSON object, found list)"),
+    (7, "is not a labkit config (expected a JSON object, found int)"),
+    ("[" * 100_000, "is damaged (its config.json is not valid JSON"),
+])
+def test_a_config_json_of_the_wrong_kind_is_one_line(workdir, capsys, run_copy, command, config, message):
+    import json
+
+    saved = json.loads((run_copy / "config.json").read_text())
+    changed = {**saved, **config} if isinstance(config, dict) else config
+    text = config if isinstance(config, str) else json.dumps(changed)
+    (run_copy / "config.json").write_text(text)
+    before = snapshot(workdir)
+    args = {"sample": ["sample", "--run", run_copy, "--out", workdir / "grid.png"],
+            "train": ["train", "--num_training_steps", 20, "--saving_steps", 10, "--out", run_copy, *TINY]}[command]
+    status, err = run(capsys, *args)
+    assert status == 2
+    one_error(err, str(run_copy / "config.json"), message)
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("result", ["[1, 2, 3]", '{"status": "done"}', "\xff"])
+def test_a_damaged_sweep_result_is_one_line(workdir, capsys, result):
+    run_dir = workdir / "runs" / "dcgan_z16_g8_d8_steps10_seed2022"
+    run_dir.mkdir(parents=True)
+    (run_dir / "fid_mnist_50.json").write_bytes(result.encode("latin-1"))
+    before = snapshot(workdir)
+    status, err = run(capsys, "sweep", "--latent_dims", 16, "--hidden_dims", 8, "--seeds", 1, "--num_training_steps",
+                      10, "--fid_count", 50, "--backbone", "mnist", "--no_cuda", "--quiet")
+    assert status == 2
+    one_error(err, str(run_dir / "fid_mnist_50.json"), "delete")
+    assert snapshot(workdir) == before
+
+
 # ---------------------------------------------------------------------------
 # A kill during each write
 
@@ -315,23 +506,18 @@ def test_a_kill_during_a_write_leaves_the_old_file_whole(workdir, capsys, monkey
         f = real_open(file, mode, *args, **kwargs)
         return HalfWritten(f) if "w" in mode else f
 
+    state = load_checkpoint(checkpoints(out)[-1], "gan")
     with monkeypatch.context() as patch:
-        if target == "checkpoint":
-            def killed_save(obj, f, *args, **kwargs):
-                f.write(b"half a checkpoint")
-                raise KeyboardInterrupt
-            patch.setattr(torch, "save", killed_save)
-            with pytest.raises(KeyboardInterrupt):
-                save_atomic(load_checkpoint(checkpoints(out)[-1], "gan"), checkpoints(out)[-1])
-        else:
-            patch.setattr(builtins, "open", killed_open)
-            with pytest.raises(KeyboardInterrupt):
-                if target == "config.json":
-                    labkit.machinery.runs.write_config(out, TrainConfig(num_training_steps=20))
-                elif target == "history.csv":
-                    write_history(out, [], ("step",))
-                else:
-                    write_json(out / "fid_mnist_100.json", {"status": "failed"})
+        patch.setattr(builtins, "open", killed_open)
+        with pytest.raises(KeyboardInterrupt):
+            if target == "checkpoint":  # killed half-way through writing the bytes torch.save made
+                save_atomic(state, checkpoints(out)[-1])
+            elif target == "config.json":
+                labkit.machinery.runs.write_config(out, TrainConfig(num_training_steps=20))
+            elif target == "history.csv":
+                write_history(out, [], ("step",))
+            else:
+                write_json(out / "fid_mnist_100.json", {"status": "failed"})
     assert snapshot(out) == before
     no_temporary_files(workdir)
     # The run is still whole: it loads, and the same command finishes it again at once.
@@ -365,6 +551,37 @@ def test_a_second_process_on_a_run_is_told_who_holds_it(workdir, capsys):
         holder.wait()
     status, err = run(capsys, "train", "--num_training_steps", 20, "--saving_steps", 10, "--out", out, *TINY)
     assert status == 0, err  # the holder is gone (killed: the OS released its lock), so the run resumes
+
+
+SWEEP = ["sweep", "--latent_dims", "8", "--hidden_dims", "8", "--seeds", "1", "--num_training_steps", "3000",
+         "--saving_steps", "3000", "--fid_count", "50", "--backbone", "mnist", "--no_cuda", "--quiet"]
+
+
+def test_a_second_identical_sweep_is_told_who_runs_it(workdir):
+    """Two real `labkit sweep` processes, the second started 1.5 s after the first (as issue 22 found it)."""
+    command = [sys.executable, "-m", "labkit.machinery.cli", *SWEEP]
+    first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=workdir)
+    time.sleep(1.5)
+    second = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=workdir)
+    processes = {first.pid: first, second.pid: second}
+    try:
+        # Whichever takes the sweep's lock first trains (3000 steps: long enough); the other is refused.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and all(p.poll() is None for p in processes.values()):
+            time.sleep(0.2)
+        loser = next(p for p in processes.values() if p.poll() is not None)
+        winner = next(p for p in processes.values() if p is not loser)
+        err = [line for line in loser.stderr.read().splitlines() if line.strip()]
+        assert loser.returncode == 2, err
+        one_error(err, "is being swept (shard 0/1) by process ", f"process {winner.pid} on ", "wait for it to finish")
+        assert winner.poll() is None  # still training: the refusal did not disturb it
+        tables = next((workdir / "runs" / "sweeps").iterdir())
+        assert sorted(p.name for p in tables.iterdir()) == [".sweep-0-of-1.lock", ".sweep-0-of-1.lock.owner"]
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
+    no_temporary_files(workdir)
 
 
 # ---------------------------------------------------------------------------
@@ -461,55 +678,208 @@ def test_a_read_only_cache_costs_time_not_the_result(workdir, capsys, read_only,
     assert len(warning) == 1 and warning[0].startswith("labkit: warning: could not cache")
 
 
-@pytest.mark.parametrize("where", ["checkpoint", "tensorboard", "history"])
-def test_a_full_disk_is_one_line_and_the_run_resumes(workdir, capsys, monkeypatch, where):
-    from torch.utils.tensorboard import SummaryWriter
+def test_a_linked_cache_file_is_never_written_through(workdir, capsys, run_copy, monkeypatch):
+    import labkit.metrics
 
-    out = workdir / "run"
-    config = ["train", "--num_training_steps", 30, "--saving_steps", 10, "--logging_steps", 5, "--out", out, *TINY]
+    monkeypatch.setattr(labkit.metrics, "_warned", {})
+    fid = ["fid", "--run", str(run_copy), "--count", "100", "--backbone", "mnist", "--quiet"]
+    assert main(fid) == 0
+    capsys.readouterr()
+    cached = next((workdir / "cache" / "fid_stats").iterdir())
+    mine = workdir / "mine.txt"
+    mine.write_text("my notes")
+    cached.unlink()
+    cached.symlink_to(mine)
+    status = main(fid)
+    captured = capsys.readouterr()
+    assert status == 0 and "MNIST-FID (100 real vs 100 generated)" in captured.out
+    warning = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(warning) == 1 and warning[0].startswith("labkit: warning: could not cache real-image statistics")
+    assert "is a symbolic link" in warning[0]
+    assert mine.read_text() == "my notes" and cached.is_symlink()
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(out / "something"))
 
-    calls = []
-    real_save, real_scalar = torch.save, SummaryWriter.add_scalar
+class SmallDisk:
+    """A real filesystem of a few MB (tmpfs), and a way to fill it at the moment a writer writes.
 
-    def save_until_full(obj, f, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # the second checkpoint
-            f.write(b"partial")
-            full()
-        return real_save(obj, f, *args, **kwargs)
+    The disk is filled for real (a filler file written until the kernel says ENOSPC), so the
+    writer under test gets the kernel's own error through its own code path: torch, PIL,
+    TensorBoard's writer thread, numpy's zip writer. The test chooses only *when* the disk
+    becomes full: when a file whose name matches is opened to be written (a new file needs
+    a page at its first byte), or, for a file that is appended to, right before the write that
+    needs a new page (the page it has left would take a few more rows otherwise).
+    """
 
-    def scalar_until_full(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5 * 4:  # the 4th logging step
-            full()
-        return real_scalar(self, *args, **kwargs)
+    PAGE = 4096
 
-    with monkeypatch.context() as patch:
-        if where == "checkpoint":
-            patch.setattr(torch, "save", save_until_full)
-        elif where == "tensorboard":
-            patch.setattr(SummaryWriter, "add_scalar", scalar_until_full)
-        else:
-            import labkit.machinery.runs
-            real_write = labkit.machinery.runs.RunWriter.log
+    def __init__(self, path, monkeypatch):
+        self.path, self.monkeypatch, self.filler = path, monkeypatch, path / "filler"
 
-            def log_until_full(self, row):
-                if row["step"] == 15:
-                    full()
-                return real_write(self, row)
-            patch.setattr(labkit.machinery.runs.RunWriter, "log", log_until_full)
-        status, err = run(capsys, *config)
+    def fill(self):
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (1 << 20, self.PAGE, 1):
+                try:
+                    while True:
+                        os.write(fd, bytes(size))
+                except OSError as err:
+                    assert err.errno == errno.ENOSPC, err
+        finally:
+            os.close(fd)
+
+    def free(self):
+        self.filler.unlink(missing_ok=True)
+
+    def fill_when_written(self, pattern, appended=False, skip=0):
+        """Fill the disk when a file whose name holds `pattern` is opened for writing (appended=False), or
+        right before the write to it that needs a new page, after `skip` such writes (appended=True)."""
+        import re
+
+        real_open, seen = builtins.open, []
+
+        class Appended:
+            def __init__(self, f, disk):
+                self.f, self.disk = f, disk
+
+            def write(self, data):
+                size = os.fstat(self.f.fileno()).st_size
+                if size == 0 or (size + len(data) - 1) // SmallDisk.PAGE > (size - 1) // SmallDisk.PAGE:
+                    seen.append(1)
+                    if len(seen) == skip + 1:
+                        self.disk.fill()
+                return self.f.write(data)
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return self.f.__exit__(*exc)
+
+        def hooked(file, mode="r", *args, **kwargs):
+            name = os.fsdecode(file) if isinstance(file, (str, bytes, os.PathLike)) else ""
+            if not re.search(pattern, Path(name).name) or not set(mode) & set("wa"):
+                return real_open(file, mode, *args, **kwargs)
+            if not appended:
+                if not self.filler.exists():
+                    self.fill()
+                return real_open(file, mode, *args, **kwargs)
+            return Appended(real_open(file, mode, *args, **kwargs), self)
+
+        self.monkeypatch.setattr(builtins, "open", hooked)
+        self.monkeypatch.setattr(io, "open", hooked)
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    """A real 8 MB filesystem (tmpfs), mounted for the test: needs root (CI runs as root) and Linux."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("a real full disk needs a tmpfs mounted by root on Linux (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(disk, monkeypatch)
+    finally:
+        monkeypatch.undo()  # the hooks off before the disk goes
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def disk_full(err, path=None):
+    one_error(err, "the disk is full", "free some space, then run the same command again")
+    if path is not None:
+        assert f"({path})" in err[0], err
+
+
+TRAIN_ON_DISK = ["--num_training_steps", 40, "--saving_steps", 20, "--logging_steps", 1, *TINY]
+
+
+@pytest.mark.parametrize("writer, pattern, appended", [
+    ("config.json", r"^\.config\.json\..*\.tmp$", False),       # the first write of a run
+    ("history.csv", r"^history\.csv$", True),                   # a row appended while training
+    ("TensorBoard", r"^events\.out\.tfevents", True),           # written in TensorBoard's own thread
+    ("sample grid", r"^\.step-000040\.png\..*\.tmp", False),    # the grid saved with a checkpoint
+    ("checkpoint", r"^\.step-000040\.pt\..*\.tmp$", False),     # torch.save's bytes
+])
+def test_a_real_full_disk_is_one_line_and_the_run_resumes(workdir, capsys, small_disk, writer, pattern, appended):
+    notes = small_disk.path / "notes.txt"
+    notes.write_text("the user's own file on the same disk")
+    out = small_disk.path / "run"
+    small_disk.fill_when_written(pattern, appended, skip=2 if writer == "TensorBoard" else 0)
+    status, err = run(capsys, "train", "--out", out, *TRAIN_ON_DISK)
+    assert small_disk.filler.exists(), "the disk was never filled"
     assert status == 2
-    one_error(err, "the disk is full", "run the same command again")
-    assert load_checkpoint(checkpoints(out)[-1], "gan")["step"] == 10
-    no_temporary_files(workdir)
-    status, err = run(capsys, *config)  # space freed: the same command resumes and finishes
+    disk_full(err, out / "config.json" if writer == "config.json" else None)
+    assert notes.read_text() == "the user's own file on the same disk"
+    saved = [load_checkpoint(path, "gan")["step"] for path in checkpoints(out)]  # every checkpoint left is whole
+    assert saved == ([] if writer == "config.json" else [20])
+    no_temporary_files(small_disk.path)
+    small_disk.monkeypatch.undo()
+    small_disk.free()  # space freed: the same command resumes (from step 20) and finishes
+    status, err = run(capsys, "train", "--out", out, *TRAIN_ON_DISK)
     assert status == 0, err
     from labkit.train import load_run
-    assert [r["step"] for r in load_run(out).history] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in load_run(out).history] == list(range(1, 41))
+    assert [path.name for path in checkpoints(out)] == ["step-000020.pt", "step-000040.pt"]
+    assert notes.read_text() == "the user's own file on the same disk"
+    no_temporary_files(small_disk.path)
+
+
+def test_a_real_full_disk_while_extending_leaves_no_half_run(workdir, capsys, small_disk, a_trained_run):
+    import shutil
+
+    source = small_disk.path / "run"
+    shutil.copytree(a_trained_run, source, ignore=shutil.ignore_patterns(".lock*"))
+    before = snapshot(small_disk.path)
+    small_disk.fill_when_written(r"^step-000020\.pt$")  # the copy of the checkpoint the new run starts from
+    status, err = run(capsys, "extend", "--run", source, "--num_training_steps", 30, "--quiet")
+    assert status == 2
+    disk_full(err)
+    assert {p: v for p, v in snapshot(small_disk.path).items() if p.name != "filler"} == before
+    assert sorted(p.name for p in small_disk.path.iterdir()) == ["filler", "run"]  # no .partial folder left
+    small_disk.monkeypatch.undo()
+    small_disk.free()
+    status, err = run(capsys, "extend", "--run", source, "--num_training_steps", 30, "--quiet")
+    assert status == 0, err
+    no_temporary_files(small_disk.path)
+
+
+def test_a_real_full_disk_while_sampling_keeps_the_old_image(workdir, capsys, small_disk):
+    out = trained(capsys, workdir / "run", steps=10)
+    photo = small_disk.path / "grid.png"
+    status, err = run(capsys, "sample", "--run", out, "--out", photo)
+    assert status == 0, err
+    before = photo.read_bytes()
+    small_disk.fill_when_written(r"^\.grid\.png\..*\.tmp")
+    status, err = run(capsys, "sample", "--run", out, "--out", photo, "--seed", 1, "--force")
+    assert status == 2
+    disk_full(err, photo)
+    assert photo.read_bytes() == before
+    no_temporary_files(small_disk.path)
+
+
+def test_a_real_full_cache_disk_costs_time_not_the_result(workdir, capsys, small_disk, monkeypatch):
+    import labkit.metrics
+
+    monkeypatch.setattr(labkit.metrics, "_warned", {})
+    monkeypatch.setenv("LABKIT_CACHE", str(small_disk.path / "cache"))
+    out = trained(capsys, workdir / "run", steps=10)
+    small_disk.fill_when_written(r"^\.mnist-train-.*\.npz\..*\.tmp")
+    status = main(["fid", "--run", str(out), "--count", "100", "--backbone", "mnist", "--quiet"])
+    captured = capsys.readouterr()
+    assert small_disk.filler.exists() and status == 0
+    assert "MNIST-FID (100 real vs 100 generated)" in captured.out
+    warning = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(warning) == 1 and warning[0].startswith("labkit: warning: could not cache real-image statistics")
+    assert "No space left on device" in warning[0]
+    assert not list((small_disk.path / "cache" / "fid_stats").iterdir())  # nothing half-written left
+    no_temporary_files(small_disk.path)
 
 
 # ---------------------------------------------------------------------------

@@ -136,8 +136,10 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from labkit.machinery.checkpoints import make_checkpoint
+
     path = tmp_path / "ckpt.pt"
-    save_atomic({"kind": "gan", "schema": 2, "step": 1}, path)
+    save_atomic(make_checkpoint("gan", 1, {}, {}), path)
 
     def crash_midway(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
@@ -145,7 +147,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash_midway)
     with pytest.raises(OSError):
-        save_atomic({"kind": "gan", "schema": 2, "step": 2}, path)
+        save_atomic(make_checkpoint("gan", 2, {}, {}), path)
     monkeypatch.undo()
     assert load_checkpoint(path, "gan")["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind

@@ -22,9 +22,8 @@ runs student code (labkit/grading/grade.py).
 """
 
 import copy
+import json
 from pathlib import Path
-
-from ..machinery.atomic import atomic_path
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
@@ -101,33 +100,52 @@ def student_version(nb):
 
 
 def release(out, source=None, force=False):
-    """Write the student version of every lab notebook into out/notebooks/."""
+    """Write the student version of every lab notebook into out/notebooks/.
+
+    Checked before anything is written (labkit/machinery/targets.py): out/notebooks
+    must not be the instructor's notebooks it reads (`cd LAB && release --out .`),
+    nor a link; a notebook already there is replaced only with `force`, and only if
+    labkit released it (listed in out/.labkit-made.json, or a student version: no
+    solution and no hidden check in it). Any other file is never replaced.
+    """
     import nbformat
 
-    from ..machinery.runs import check_folder_path, check_writable
+    from ..machinery.runs import check_writable
+    from ..machinery.targets import output_folder, write_made
 
     out = Path(out)
     paths = lab_notebooks(source)
-    target = out / "notebooks"
-    check_folder_path(out, "the release")
-    if any(target.glob("*.ipynb")) and not force:
-        raise ValueError(f"{target} already holds notebooks; add --force to replace them (students' work "
-                         f"in them would be lost)")
+    names = [f"notebooks/{path.name}" for path in paths]
+    output_folder(out, names, inputs=[paths[0].parent, *paths], overwrite=force, ours=is_student_version,
+                  replacing="the notebooks labkit released there (students' work in them would be lost)")
     check_writable(out)
     notebooks = {}
     for path in paths:
         nb = read_notebook(path)
         check_marks(nb, path.name)
         notebooks[path.name] = student_version(nb)
-    target.mkdir(parents=True, exist_ok=True)
     count, points = 0, 0.0
     for name, nb in notebooks.items():
-        with atomic_path(target / name) as tmp:
-            nbformat.write(nb, str(tmp))
+        text = nbformat.writes(nb)
+        write_made(out, f"notebooks/{name}", (text if text.endswith("\n") else text + "\n").encode())
         count += len(exercises(nb))
         points += sum(p for _, p in exercises(nb))
-    print(f"labkit: wrote {len(notebooks)} student notebooks to {target}: {count} exercises, {points:g} points")
+    print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {count} exercises, "
+          f"{points:g} points")
     return 0
+
+
+def is_student_version(path):
+    """Whether a notebook is a student version labkit released: exercise marks, and no solution or hidden check.
+
+    An instructor's notebook always holds its solutions, so it is never taken for one."""
+    try:
+        nb = json.loads(Path(path).read_bytes())
+        sources = ["".join(cell.get("source", "")) for cell in nb["cells"]]
+        marked = any(cell.get("metadata", {}).get("nbgrader") for cell in nb["cells"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return marked and not any("### BEGIN SOLUTION" in text or "### BEGIN HIDDEN TESTS" in text for text in sources)
 
 
 def stubbed(cell):

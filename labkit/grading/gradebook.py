@@ -10,8 +10,9 @@ SUBMISSIONS is one student's folder or a folder of them, one per student
     <student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
     <student>/feedback.md   what the student reads: each exercise, its points, the check's
                             message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
-    grading.log             per student: the content hash, each exercise's seed and verdict
-    .labkit-report.json     what labkit wrote here, and each submission's content hash
+    grading.log             each exercise's seed and verdict (to replay a grade)
+    .labkit-grading.json    each submission's content hash and rows, for the next grading
+    .labkit-made.json       what labkit wrote here (labkit/machinery/targets.py)
 
 Students are graded in parallel (`jobs` processes, default: the cores), each
 exercise in its own boxed kernel (labkit/grading/grade.py). A second run
@@ -24,12 +25,13 @@ reference or as another student's (labkit/grading/rules.py `fingerprint`:
 names, formatting and comments do not count); the points stay, the instructor
 decides.
 
-labkit writes only into a new or empty folder, or one it wrote before
-(.labkit-report.json lists its files), replaces only its own files there,
-and deletes nothing.
+In the report folder labkit replaces only files it wrote there, never writes
+through a link or into the folders it grades, and deletes nothing.
 """
 
+import csv
 import hashlib
+import io
 import json
 import os
 import sys
@@ -38,7 +40,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..machinery.atomic import write_atomic, write_csv
+from ..machinery.targets import TargetError, made_by_labkit, output_folder, write_made
 from . import sandbox
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import Boxes, exercises_of, grade_exercise
@@ -46,7 +48,7 @@ from .rules import fingerprint
 from .submissions import is_submission, read_submission, students
 
 GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of")
-MANIFEST = ".labkit-report.json"
+STATE = ".labkit-grading.json"  # content hashes and rows of the last grading
 
 
 def grade(submissions, out, source=None, timeout=120, jobs=None):
@@ -60,10 +62,11 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
         check_marks(nb, name)
     exercises = exercises_of(instructor)
     single = is_submission(submissions)
-    report = Report(out)  # refuses a folder of the user's own files before anything is graded
+    found = students(submissions)
+    report = Report(out, report_names([name for name, _ in found], single), inputs=(submissions, paths[0].parent))
     source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:20]
     stubs = {(e.notebook, e.name): e.stub for e in exercises}
-    class_ = [read_submission(name, folder, exercises, stubs) for name, folder in students(submissions)]
+    class_ = [read_submission(name, folder, exercises, stubs) for name, folder in found]
     started = time.time()
     todo = [s for s in class_ if report.cached(s.student, s.digest(source_digest)) is None]
     box = BoxPlan(level=sandbox.isolation(), secret_paths=(submissions, out, paths[0].parent))
@@ -78,7 +81,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
         rows[submission.student] = results.get(submission.student) or report.cached(submission.student, digest)
         report.remember(submission.student, digest, rows[submission.student])
     flag_copies(rows, class_, exercises)
-    report.write(rows, single, exercises)
+    report.write(report_files(rows, single))
     _summarise(rows, single, len(todo), time.time() - started, out)
     problems = [f"{notebook}: {why}: scored 0" for s in class_ for notebook, why in s.problems.items()]
     if single:
@@ -208,73 +211,71 @@ def _summarise(rows, single, graded, seconds, out):
 
 
 class Report:
-    """The report folder: refuses a folder of someone else's files; writes only its own, atomically."""
+    """The report folder, checked before grading and written after (labkit/machinery/targets.py): only
+    files labkit wrote there are replaced, never through a link, never over the submissions or the
+    instructor's notebooks, and nothing is deleted."""
 
-    def __init__(self, out):
+    def __init__(self, out, names, inputs):
         self.out = Path(out)
-        self.manifest = self._read_manifest()
-        self.students = dict(self.manifest.get("students", {}))
+        for source in inputs:
+            if self.out.resolve() == Path(source).resolve() or Path(source).resolve() in self.out.resolve().parents:
+                raise TargetError(f"--out {self.out} is inside {source}, which this command reads; choose a "
+                                  f"folder outside it")
+        output_folder(self.out, [*names, STATE], inputs=inputs, overwrite=True)
+        self.students = self._read_state()
 
-    def _read_manifest(self):
-        out = self.out
-        for parent in (out, *out.parents):
-            if parent.exists() and not parent.is_dir():
-                raise ValueError(f"--out {out} {'is' if parent == out else 'is under'} a file; choose a folder")
-        if out.is_symlink():
-            raise ValueError(f"--out {out} is a symbolic link; give the report folder itself")
-        if not out.is_dir() or not any(out.iterdir()):
+    def _read_state(self):
+        """The content hash and rows of every student graded here before (none if labkit did not write them)."""
+        if not made_by_labkit(self.out, STATE):
             return {}
         try:
-            manifest = json.loads((out / MANIFEST).read_text())
-            assert isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
-        except (OSError, ValueError, AssertionError):
-            others = sorted(p.name for p in out.iterdir())[:3]
-            raise ValueError(f"--out {out} holds files labkit did not write ({', '.join(others)}, ...); "
-                             f"choose a new or empty folder, or the report folder of an earlier grading") from None
-        return manifest
+            return dict(json.loads((self.out / STATE).read_text())["students"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
 
     def cached(self, student, digest):
         entry = self.students.get(student)
-        return entry["rows"] if entry and entry.get("digest") == digest else None
+        return entry["rows"] if isinstance(entry, dict) and entry.get("digest") == digest else None
 
     def remember(self, student, digest, rows):
         self.students[student] = {"digest": digest, "rows": rows}
 
-    def write(self, rows, single, exercises):
-        files = {}
-        if single:
-            (student_rows,) = rows.values()
-            files["grades.csv"] = ("csv", [{k: v for k, v in r.items() if k != "student"} for r in student_rows])
-            files["feedback.md"] = ("text", feedback(student_rows))
-        else:
-            files["gradebook.csv"] = ("csv", [r for student_rows in rows.values() for r in student_rows])
-            for student, student_rows in rows.items():
-                files[f"{student}/grades.csv"] = ("csv", [{k: v for k, v in r.items() if k != "student"}
-                                                         for r in student_rows])
-                files[f"{student}/feedback.md"] = ("text", feedback(student_rows, student))
-        files["grading.log"] = ("text", log(rows))
-        self._check_targets(files)
-        self.out.mkdir(parents=True, exist_ok=True)
-        written = set(self.manifest.get("files", []))
-        for name, (kind, content) in files.items():
-            path = self.out / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if kind == "csv":
-                columns = GRADEBOOK_COLUMNS if name == "gradebook.csv" else GRADEBOOK_COLUMNS[1:]
-                write_csv(path, columns, [_formatted(r) for r in content])
-            else:
-                write_atomic(path, content)
-            written.add(name)
-        manifest = {"files": sorted(written), "students": self.students}
-        write_atomic(self.out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    def write(self, files):
+        """Write {name: text} and the grading state, each file atomically."""
+        for name, text in files.items():
+            write_made(self.out, name, text.encode())
+        write_made(self.out, STATE, (json.dumps({"students": self.students}, indent=1) + "\n").encode())
 
-    def _check_targets(self, files):
-        """Refuse to write over a file labkit did not write before (a user's file at one of our names)."""
-        ours = set(self.manifest.get("files", []))
-        for name in files:
-            path = self.out / name
-            if path.is_symlink() or (path.exists() and name not in ours):
-                raise ValueError(f"{path} is not a file labkit wrote; move it away or choose another --out")
+
+def report_names(students_, single):
+    """The files a grading writes into its report folder."""
+    if single:
+        return ["grades.csv", "feedback.md", "grading.log"]
+    return ["gradebook.csv", "grading.log", *(f"{s}/{name}" for s in students_ for name in ("grades.csv", "feedback.md"))]
+
+
+def report_files(rows, single):
+    """{name: text} of a grading's report (see the module docstring)."""
+    files = {}
+    if single:
+        (student_rows,) = rows.values()
+        files["grades.csv"] = csv_text(GRADEBOOK_COLUMNS[1:], student_rows)
+        files["feedback.md"] = feedback(student_rows)
+    else:
+        files["gradebook.csv"] = csv_text(GRADEBOOK_COLUMNS, [r for student_rows in rows.values() for r in student_rows])
+        for student, student_rows in rows.items():
+            files[f"{student}/grades.csv"] = csv_text(GRADEBOOK_COLUMNS[1:], student_rows)
+            files[f"{student}/feedback.md"] = feedback(student_rows, student)
+    files["grading.log"] = log(rows)
+    return files
+
+
+def csv_text(columns, rows):
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(_formatted(r) for r in rows)
+    return text.getvalue()
 
 
 def _formatted(r):

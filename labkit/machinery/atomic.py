@@ -25,6 +25,10 @@ def atomic_path(path, suffix=""):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a write's error (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -37,13 +41,18 @@ def write_atomic(path, text):
         os.fsync(f.fileno())
 
 
-def write_csv(path, columns, rows):
-    """Write dict rows as a CSV table with a header, atomically."""
+def csv_text(columns, rows):
+    """Dict rows as the text of a CSV table with a header."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, text.getvalue())
+    return text.getvalue()
+
+
+def write_csv(path, columns, rows):
+    """Write dict rows as a CSV table with a header, atomically."""
+    write_atomic(path, csv_text(columns, rows))
 
 
 def write_json(path, value):
@@ -51,10 +60,11 @@ def write_json(path, value):
 
 
 def read_json(path, what="file"):
-    """A JSON file, or a clear error if it is damaged."""
+    """A JSON file, or one clear line (a ValueError naming the file) if it is damaged in any way."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is damaged ({what} is not valid JSON: {err}); "
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:  # not JSON, not text (UnicodeDecodeError), nested too deep
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is damaged ({what} is not valid JSON: {reason}); "
                          f"delete the folder {path.parent} to start that run again") from None

@@ -20,6 +20,7 @@ Each run keeps its two newest checkpoints: if the newest is damaged anyway
 falls back to the one before.
 """
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -57,12 +58,18 @@ def make_checkpoint(kind, step, config, models, optimizers=None, rng=None, count
 def save_atomic(state, path):
     """torch.save `state` to `path` so that `path` is always either the old file or the new one.
 
-    The temporary file is removed if anything goes wrong (a full disk, Ctrl-C).
+    The checkpoint is serialised in memory first and then written with plain file I/O:
+    torch.save writing to a file itself reports a full disk as a RuntimeError ("enforce
+    fail at inline_container.cc ... file write failed"), the plain write as the
+    OSError(ENOSPC) it is, which the `labkit` command turns into one line. The temporary
+    file is removed if anything goes wrong (a full disk, Ctrl-C).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = io.BytesIO()
+    torch.save(state, data)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+        f.write(data.getbuffer())
         f.flush()
         os.fsync(f.fileno())
 
@@ -111,6 +118,11 @@ def load_checkpoint(path, kind, map_location="cpu"):
     if state.get("schema") != SCHEMA:
         raise CheckpointError(f"{path} was written by another version of labkit (checkpoint schema "
                               f"{state.get('schema', 1)}, this labkit reads {SCHEMA}); train the run again")
+    if not (isinstance(state.get("step"), int) and all(isinstance(state.get(k), dict) for k in
+                                                        ("config", "models", "optimizers", "rng", "counters"))):
+        raise CheckpointError(f"{path} is damaged (its step, config, models, optimizers, rng or counters are "
+                              f"missing or of the wrong kind); delete it to restart the run from the checkpoint "
+                              f"before it, or from scratch")
     return state
 
 

@@ -109,14 +109,17 @@ def cmd_extend(args):
     extend(args.run, args.num_training_steps, progress=not args.quiet)
 
 
-def _png_path(path):
-    from .runs import check_folder_path, check_writable
+def _png_path(args):
+    """The image `sample --out` names, checked before anything is read or written (targets.output_file)."""
+    from .checkpoints import checkpoints
+    from .runs import check_writable
+    from .targets import output_file
 
-    check_folder_path(path.parent, "the image")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"--out {path} is a folder; give a file name such as {path / 'samples.png'}")
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+    path = args.out
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg") and not path.is_dir():
         raise ValueError(f"--out must be an image file ending in .png or .jpg, got {path}")
+    inputs = [args.run / "config.json", args.run / "history.csv", *checkpoints(args.run)]  # what sample reads
+    output_file(path, inputs=inputs, overwrite=args.force, example="samples.png")
     check_writable(path.parent)
     return path
 
@@ -127,15 +130,19 @@ def cmd_sample(args):
     from ..data import to_unit_range
     from ..models import sample_images
     from .runs import atomic_path, check_writable
-    from ..train import load_run
+    from .targets import output_file, refuse_link
+    from ..train import check_seed, load_run
 
     if not 1 <= args.count <= MAX_SAMPLES:
         raise ValueError(f"--count must be from 1 to {MAX_SAMPLES:,} images, got {args.count}")
     if args.nrow < 1:
         raise ValueError(f"--nrow must be at least 1 (images per row), got {args.nrow}")
-    out = _png_path(args.out) if args.out else None
+    check_seed(args.seed)  # the noise generator's range: one line, not "Overflow when unpacking long long"
+    out = _png_path(args) if args.out else None
     run = load_run(args.run)
-    out = out or run.path / "samples" / f"sample-step-{run.step:06d}-seed{args.seed}.png"
+    if out is None:  # labkit's own kind of file in the run's own samples/ folder: replaced freely
+        refuse_link(run.path / "samples")
+        out = output_file(run.path / "samples" / f"sample-step-{run.step:06d}-seed{args.seed}.png", owned=True)
     check_writable(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, out.suffix) as tmp:
@@ -159,12 +166,15 @@ def cmd_fid(args):
 def cmd_train_classifier(args):
     from ..classifier import ASSET, train_classifier
     from .runs import check_writable, resolve_device
+    from .targets import output_file
+    from ..train import check_seed
 
     if args.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
+    check_seed(args.seed)
     out = args.out or ASSET
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'digit_classifier.pt'}")
+    # The weights labkit ships are its own file, retrained in place; any other existing file needs --force.
+    output_file(out, overwrite=args.force, owned=out.resolve() == ASSET.resolve(), example="digit_classifier.pt")
     check_writable(out.parent)
     train_classifier(epochs=args.epochs, seed=args.seed, device=resolve_device(args.device), out=out)
 
@@ -211,40 +221,41 @@ def cmd_assignment(args):
     return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs)
 
 
-def build_parser():
-    parser = Parser(prog="labkit", description="A GAN course lab on MNIST.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    p = commands.add_parser("train", help="train (or resume) a GAN run")
+def _train_parser(p):
     _add_train_flags(p)
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default: <runs root>/<name from the settings>); rerunning resumes it")
-    p.set_defaults(func=cmd_train)
+    return cmd_train
 
-    p = commands.add_parser("extend", help="train a finished run on to more steps, as a new run")
+
+def _extend_parser(p):
     p.add_argument("--run", type=Path, required=True, help="the run folder to continue")
     p.add_argument("--num_training_steps", type=int, required=True, help="the new run's steps in all")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_extend)
+    return cmd_extend
 
-    p = commands.add_parser("sample", help="write a grid of samples from a run's newest checkpoint")
+
+def _sample_parser(p):
     p.add_argument("--run", type=Path, required=True, help="the run folder")
     p.add_argument("--count", type=int, default=64, help=f"images, 1 to {MAX_SAMPLES:,} (default: %(default)s)")
     p.add_argument("--nrow", type=int, default=8, help="images per row")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise, 0 to 4,294,967,295")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: in the run's samples/)")
-    p.set_defaults(func=cmd_sample)
+    p.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
+    return cmd_sample
 
-    p = commands.add_parser("fid", help="FID of a run's newest checkpoint (labkit's standard protocol)")
+
+def _fid_parser(p):
     p.add_argument("--run", type=Path, required=True, help="the run folder")
     p.add_argument("--count", type=int, default=3000, help="samples, and real training images (3000)")
     p.add_argument("--backbone", choices=["inception", "mnist"], default="inception",
                    help="inception: Inception FID (pytorch-fid); mnist: MNIST-FID, fast on a CPU, another scale")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_fid)
+    return cmd_fid
 
-    p = commands.add_parser("sweep", help="a latent x hidden grid over several seeds, with FID")
+
+def _sweep_parser(p):
     p.add_argument("--latent_dims", type=int, nargs="+", required=True)
     p.add_argument("--hidden_dims", type=int, nargs="+", required=True, help="hidden size of both G and D")
     p.add_argument("--seeds", type=int, default=5, help="seeds per configuration: 2022, 2023, ...")
@@ -258,9 +269,10 @@ def build_parser():
     p.add_argument("--out", type=Path, default=None,
                    help="folder for runs.csv and summary.csv (default: <runs root>/sweeps/<sweep name>)")
     _add_train_flags(p, grid=True)
-    p.set_defaults(func=cmd_sweep)
+    return cmd_sweep
 
-    p = commands.add_parser("train-vae", help="train (or resume) a VAE run")
+
+def _train_vae_parser(p):
     from ..vae import VAEConfig
 
     vae_defaults = VAEConfig()
@@ -271,22 +283,25 @@ def build_parser():
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: <runs root>/<name>)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train_vae)
+    return cmd_train_vae
 
-    p = commands.add_parser("train-classifier", help="retrain the digit classifier labkit ships")
+
+def _train_classifier_parser(p):
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="default: labkit/assets/digit_classifier.pt")
-    p.set_defaults(func=cmd_train_classifier)
+    p.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
+    return cmd_train_classifier
 
-    p = commands.add_parser("assignment", help="the student version of the lab, and grading it (instructors)")
+
+def _assignment_parser(p):
     actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
     r = actions.add_parser("release", help="write the student notebooks: solutions and hidden checks removed")
     r.add_argument("--out", type=Path, required=True, help="folder to write DIR/notebooks/NN_*.ipynb into")
     r.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
-    r.add_argument("--force", action="store_true", help="replace the notebooks of an earlier release in --out")
-    r.set_defaults(func=cmd_assignment)
+    r.add_argument("--force", action="store_true",
+                   help="replace the notebooks an earlier release wrote in --out (never any other file)")
     g = actions.add_parser("grade", help="grade a student's folder, or a folder of students' folders")
     g.add_argument("submission", type=Path, help="a student's folder (NN_*.ipynb or notebooks/NN_*.ipynb), or a "
                                                  "folder with one such folder per student")
@@ -296,7 +311,27 @@ def build_parser():
     g.add_argument("--timeout", type=float, default=120,
                    help="seconds each exercise's code may run before it scores 0 (default: %(default)g)")
     g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
-    g.set_defaults(func=cmd_assignment)
+    return cmd_assignment
+
+
+COMMANDS = (  # name, help, function that adds its flags and returns the command
+    ("train", "train (or resume) a GAN run", _train_parser),
+    ("extend", "train a finished run on to more steps, as a new run", _extend_parser),
+    ("sample", "write a grid of samples from a run's newest checkpoint", _sample_parser),
+    ("fid", "FID of a run's newest checkpoint (labkit's standard protocol)", _fid_parser),
+    ("sweep", "a latent x hidden grid over several seeds, with FID", _sweep_parser),
+    ("train-vae", "train (or resume) a VAE run", _train_vae_parser),
+    ("train-classifier", "retrain the digit classifier labkit ships", _train_classifier_parser),
+    ("assignment", "the student version of the lab, and grading it (instructors)", _assignment_parser),
+)
+
+
+def build_parser():
+    parser = Parser(prog="labkit", description="A GAN course lab on MNIST.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, text, add_flags in COMMANDS:
+        p = commands.add_parser(name, help=text)
+        p.set_defaults(func=add_flags(p))
     return parser
 
 
@@ -332,7 +367,34 @@ def ctrl_c_held_back():
         raise KeyboardInterrupt
 
 
+def tensorboard_errors_said_once(hook=None):
+    """A threading.excepthook that leaves out TensorBoard's writer thread's OSError (a full disk).
+
+    TensorBoard writes event files in a background thread; when a write fails there,
+    the thread stores the error, which the main thread's next add_scalar or flush
+    raises again (and labkit reports in one line), and then the thread dies with a
+    traceback on stderr. Seen on a real full disk (tests/test_faults.py). Any other
+    exception in any thread goes to `hook` (default: Python's own)."""
+    hook = hook or threading.excepthook
+
+    def excepthook(args):
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        hook(args)
+
+    return excepthook
+
+
 def main(argv=None):
+    previous = threading.excepthook
+    threading.excepthook = tensorboard_errors_said_once(previous)
+    try:
+        return _main(argv)
+    finally:
+        threading.excepthook = previous
+
+
+def _main(argv):
     try:
         with ctrl_c_held_back():
             from .checkpoints import CheckpointError

@@ -28,12 +28,12 @@ when the history is read. One process at a time may train a run folder
 (an instructor's) can be loaded.
 """
 
-import csv
 import difflib
 import os
 import socket
 import sys
 import time
+import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -76,8 +76,28 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values):
         """A config from a dict; an unknown key is an error that suggests the right name."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a {cls.__name__} is a JSON object of settings, not {type(values).__name__}")
         check_setting_names(cls, values)
         return cls(**values)
+
+    def check_types(self):
+        """Refuse a setting of the wrong kind in one line (a config.json edited by hand: "use_mlp": "yes").
+
+        The dataclass's annotations say the kinds: bool must be True or False, int a whole
+        number, float any number, str text, Optional[...] also None. Ranges are the subclass's.
+        """
+        kinds = {bool: (bool, "true or false"), int: (int, "a whole number"), float: ((int, float), "a number"),
+                 str: (str, "text")}
+        for name, kind in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            if typing.get_origin(kind) is typing.Union:  # Optional[float]
+                if value is None:
+                    continue
+                kind = next(k for k in typing.get_args(kind) if k is not type(None))
+            allowed, words = kinds.get(kind, (object, ""))
+            if not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"{name} must be {words}, got {value!r}")
 
     def updated(self, **changes):
         """A copy with `changes`, checked like from_dict (a misspelt name is an error)."""
@@ -142,10 +162,14 @@ def read_config(run_dir, config_class):
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a labkit run folder (it has no config.json)")
     values = read_json(path, "its config.json")
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} is not a labkit config (expected a JSON object, found {type(values).__name__}); "
+                         f"delete the folder {path.parent} to train that run again")
     try:
         return config_class.from_dict(values)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{path} does not hold a {config_class.__name__} ({err})") from None
+        raise ValueError(f"{path} does not hold a {config_class.__name__} ({err}); correct it, or delete the "
+                         f"folder {path.parent} to train that run again") from None
 
 
 def write_config(run_dir, config):
@@ -155,34 +179,59 @@ def write_config(run_dir, config):
 def read_history(run_dir, columns, warn=None):
     """A run's history.csv as a list of dicts (steps and counts as int, the rest as float).
 
-    A last row cut short by a kill while it was being appended is left out,
-    with a warning (nothing is written: reading never changes a run).
+    A last row cut short by a kill while it was being appended (no line end, or
+    values that do not read) is left out, with a warning; nothing is written:
+    reading never changes a run. Any other damage (undecodable bytes, a field of
+    any length that is not a number, other columns) is one ValueError naming the
+    file and the line. The file is labkit's own format, numbers joined by commas
+    (`write_history`), so it is split by hand: the csv module's quoting is never
+    needed, and its field size limit (131,072 characters) never applies.
     """
     path = Path(run_dir) / "history.csv"
     if not path.exists():
         return []
-    counts = {"step", "d_updates"}
-    rows = []
-    with open(path, newline="") as f:
-        lines = list(csv.reader(f))
+    lines = path.read_bytes().split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with its line end, as labkit writes it
+    if torn:
+        lines.append(torn)
     if not lines:
         return []
-    header, body = lines[0], lines[1:]
+    header = _history_line(path, lines[0], 1).split(",")
     if header != list(columns):
-        raise ValueError(f"{path} has the columns {','.join(header)}, not labkit's {','.join(columns)}; it is "
-                         f"damaged or from another version: delete the run folder to train it again")
-    for number, values in enumerate(body, start=2):
+        raise ValueError(f"{path} has the columns {_shorten(','.join(header))}, not labkit's {','.join(columns)}; "
+                         f"it is damaged or from another version: delete the run folder to train it again")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
         try:
+            values = _history_line(path, line, number).split(",")
             if len(values) != len(header):
                 raise ValueError("wrong number of values")
-            rows.append({k: (int(v) if k in counts else float(v)) for k, v in zip(header, values)})
+            rows.append({k: (int(v) if k in ("step", "d_updates") else float(v)) for k, v in zip(header, values)})
+            if number == len(lines) and torn:
+                raise ValueError("no line end")
         except ValueError:
             if number == len(lines):  # the last row: torn by a kill during the append
+                rows = rows[:number - 2]
                 (warn or _warn)(f"labkit: warning: {path} line {number} is incomplete (the run was stopped "
                                 f"while writing it); it is left out")
                 break
             raise ValueError(f"{path} is damaged at line {number}; delete the run folder to train it again") from None
     return rows
+
+
+def _history_line(path, line, number):
+    """One line of history.csv as text (labkit writes ASCII); a ValueError naming the file if it is not text."""
+    try:
+        return line.decode("ascii").rstrip("\r")
+    except UnicodeDecodeError:
+        if number == 1:
+            raise ValueError(f"{path} is damaged at line 1 (bytes that are not text); delete the run folder to "
+                             f"train it again") from None
+        raise ValueError("not text") from None
+
+
+def _shorten(text, limit=80):
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def write_history(run_dir, rows, columns):
@@ -217,11 +266,12 @@ class RunLock:
     writing), so a second process can say who holds it.
     """
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, name=".lock", doing="is being trained"):
         from filelock import FileLock
 
-        self.path = Path(run_dir) / ".lock"
-        self.owner = Path(run_dir) / ".lock.owner"
+        self.path = Path(run_dir) / name
+        self.owner = Path(run_dir) / f"{name}.owner"
+        self.doing = doing  # what the holder does, for the message: "is being trained", "is being swept"
         self.lock = FileLock(str(self.path), timeout=0)
 
     def __enter__(self):
@@ -231,10 +281,10 @@ class RunLock:
             self.lock.acquire()
         except Timeout:
             try:
-                holder = self.owner.read_text().strip() or "another process"
-            except OSError:
+                holder = self.owner.read_text().strip()[:200] or "another process"
+            except (OSError, ValueError):  # gone, or not text
                 holder = "another process"
-            raise RunInUseError(f"{self.path.parent} is being trained by {holder}; wait for it to finish "
+            raise RunInUseError(f"{self.path.parent} {self.doing} by {holder}; wait for it to finish "
                                 f"(or stop it), then run this again") from None
         try:
             write_atomic(self.owner, f"process {os.getpid()} on {socket.gethostname()} "
@@ -253,14 +303,27 @@ class RunLock:
 # Checks before a run folder is used
 
 
-def check_run_folder(run_dir):
+RUN_ENTRIES = ("config.json", "history.csv", "code.py", "checkpoints", "samples", "tensorboard", ".lock",
+               ".lock.owner")  # what labkit writes in a run folder, by name
+
+
+def check_run_folder(run_dir, inputs=()):
     """Refuse a path that cannot be a run folder, before anything is written.
 
     It may be missing (a new run), an empty folder, or a labkit run folder; not
-    a file, not under a file, and not a folder of someone's other files.
+    a file, not under a file, not a folder of someone's other files, not a
+    symbolic link, not one of `inputs` (the run an extension starts from); and
+    none of the entries labkit writes in it may be a link (an append to a linked
+    history.csv would write into the file it points to).
     """
+    from .targets import refuse_inputs, refuse_link
+
     run_dir = Path(run_dir)
     check_folder_path(run_dir, "a run")
+    refuse_link(run_dir, f"the run folder {run_dir}")
+    refuse_inputs(run_dir, inputs, label=f"the run folder {run_dir}", what="folder")
+    for name in RUN_ENTRIES:
+        refuse_link(run_dir / name)
     others = [p for p in run_dir.iterdir() if not labkit_made(p)] if run_dir.is_dir() else []
     if others and not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} holds files that are not a labkit run; labkit writes only into a new "

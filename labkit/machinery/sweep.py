@@ -28,17 +28,20 @@ run, so the processes need no other coordination.
 """
 
 import itertools
+import json
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..data import require_mnist
 from ..metrics import BACKBONES
-from .runs import (RunInUseError, check_folder_path, check_writable, read_json, resolve_device, runs_root,
-                   write_csv, write_json)
+from .atomic import csv_text
+from .runs import (RunInUseError, RunLock, check_folder_path, check_writable, read_json, resolve_device, runs_root,
+                   write_json)
+from .targets import output_folder, write_made
 from .together import resume_step, train_together, why_not_together
 from ..train import TrainConfig, check_seed, train
 
@@ -46,6 +49,7 @@ RUN_COLUMNS = ("latent_dim", "hidden_dim", "seed", "status", "fid", "fid_backbon
                "D_G_z2", "seconds", "run_dir")
 SUMMARY_COLUMNS = ("latent_dim", "hidden_dim", "count", "fid_mean", "fid_std", "fid_best", "fid_backbone", "fid_n")
 FIRST_SEED = 2022  # the course's seed; --seeds N means 2022 ... 2022 + N - 1
+TABLES = ("runs.csv", "summary.csv", "sweep.json")  # what a sweep writes in its tables folder
 
 
 def grid(latent_dims, hidden_dims, seeds):
@@ -87,6 +91,33 @@ def result_file(run_dir, backbone, fid_count):
     return Path(run_dir) / f"fid_{backbone}_{fid_count}.json"
 
 
+def read_result(path):
+    """A run's sweep result file as a dict; one line naming the file if it is not one."""
+    row = read_json(path, "a sweep result")
+    try:
+        assert isinstance(row, dict) and isinstance(row["status"], str)
+        assert all(isinstance(row[k], int) and not isinstance(row[k], bool) for k in ("latent_dim", "hidden_dim"))
+        assert row["status"] != "done" or isinstance(row["fid"], (int, float))
+    except (AssertionError, KeyError):
+        raise ValueError(f"{path} is not a labkit sweep result (a JSON object with status, latent_dim, hidden_dim "
+                         f"and fid); delete it to measure that run again") from None
+    return row
+
+
+def is_table(path):
+    """Whether a file in a tables folder is one a sweep wrote, by its contents (for folders written before
+    labkit listed its files in a manifest, labkit/machinery/targets.py)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        if path.name == "sweep.json":
+            value = json.loads(data)
+            return isinstance(value, dict) and "latent_dims" in value
+        return data.split(b"\n", 1)[0].decode().strip() in (",".join(RUN_COLUMNS), ",".join(SUMMARY_COLUMNS))
+    except (OSError, ValueError):
+        return False
+
+
 def sweep_name(base, latent_dims, hidden_dims, seeds, backbone, fid_count):
     """A name for a sweep's tables folder that says what it swept and how it measured."""
     contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
@@ -104,7 +135,7 @@ def collect(configs, runs_dir, out_dir, backbone, fid_count):
     for config in configs:
         path = result_file(Path(runs_dir) / config.name, backbone, fid_count)
         if path.is_file():
-            rows.append(read_json(path, "a sweep result"))
+            rows.append(read_result(path))
     summary = []
     for (z, h), group in itertools.groupby(rows, key=lambda r: (r["latent_dim"], r["hidden_dim"])):
         done = [r for r in group if r["status"] == "done"]
@@ -115,10 +146,8 @@ def collect(configs, runs_dir, out_dir, backbone, fid_count):
             fid_std=float(fids.std(ddof=1)) if len(fids) > 1 else math.nan,  # sample std, as the reports
             fid_best=float(fids.min()) if len(fids) else math.nan,
             fid_backbone=backbone, fid_n=fid_count))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "runs.csv", RUN_COLUMNS, rows)
-    write_csv(out_dir / "summary.csv", SUMMARY_COLUMNS, summary)
+    write_made(out_dir, "runs.csv", csv_text(RUN_COLUMNS, rows).encode())
+    write_made(out_dir, "summary.csv", csv_text(SUMMARY_COLUMNS, summary).encode())
     return rows, summary
 
 
@@ -210,9 +239,13 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
     together: train the seeds of each configuration together (True), one
               after another (False), or where it is faster (None, `stack_seeds`).
     Returns (runs, summary) as lists of dicts, also written to runs.csv and summary.csv.
-    """
-    from tqdm.auto import tqdm
 
+    Before anything is trained or written: every setting is checked, and the tables
+    folder may hold only tables this sweep wrote (targets.output_folder: it never
+    replaces a file it did not make). One process at a time runs a shard of a sweep
+    (a lock in the tables folder): a second, identical command is refused with the
+    first one's process id.
+    """
     seeds = seed_list(seeds)
     base = base or TrainConfig()
     check_sweep(latent_dims, hidden_dims, fid_count, backbone, base)
@@ -221,71 +254,100 @@ def sweep(latent_dims, hidden_dims, seeds, runs_dir=None, base=None, fid_count=3
                for z, h, s in grid(latent_dims, hidden_dims, seeds)]  # validates every size before any training
     out_dir = Path(out_dir) if out_dir is not None else \
         runs_dir / "sweeps" / sweep_name(base, latent_dims, hidden_dims, seeds, backbone, fid_count)
+    check_folder_path(runs_dir, "the sweep")
+    output_folder(out_dir, TABLES, overwrite=True, ours=is_table)  # the tables are rebuilt, and nothing else
     for folder in (runs_dir, out_dir):
-        check_folder_path(folder, "the sweep")
         check_writable(folder)
+    plan = Plan(configs, runs_dir, out_dir, backbone, fid_count)
     todo = shard_of(configs, shard)
-
-    def finished(config):
-        path = result_file(runs_dir / config.name, backbone, fid_count)
-        return path.is_file() and read_json(path, "a sweep result")["status"] == "done"
-
-    if not all(finished(c) for c in todo):
+    if not all(plan.finished(c) for c in todo):
         require_mnist()  # offline without MNIST: one clear error now, not every run marked failed
-    bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir, f".sweep-{shard[0]}-of-{shard[1]}.lock", f"is being swept (shard {shard[0]}/{shard[1]})"):
+        plan.train(todo, together, progress)
+        settings = dict(latent_dims=list(latent_dims), hidden_dims=list(hidden_dims), seeds=seeds,
+                        fid_count=fid_count, backbone=backbone, base=asdict(base), runs_dir=str(runs_dir))
+        write_made(out_dir, "sweep.json", (json.dumps(settings, indent=2) + "\n").encode())
+        return plan.collect()
 
-    def record(rows):
+
+@dataclass
+class Plan:
+    """A sweep's grid and where it goes: trains its runs, records their results, rebuilds its tables."""
+
+    configs: list
+    runs_dir: Path
+    out_dir: Path
+    backbone: str
+    fid_count: int
+
+    def result(self, config):
+        return result_file(self.runs_dir / config.name, self.backbone, self.fid_count)
+
+    def finished(self, config):
+        path = self.result(config)
+        return path.is_file() and read_result(path)["status"] == "done"
+
+    def collect(self):
+        return collect(self.configs, self.runs_dir, self.out_dir, self.backbone, self.fid_count)
+
+    def train(self, todo, together, progress):
+        """Train and measure the runs `todo` not yet finished, a configuration's seeds at a time."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
+        say = bar.write if progress else (lambda text: None)
+        try:  # the grid lists the seeds of a configuration one after another
+            for _, group in itertools.groupby(todo, key=lambda c: (c.latent_dim, c.generator_hidden_dim)):
+                group = list(group)
+                pending = [c for c in group if not self.finished(c)]
+                bar.update(len(group) - len(pending))
+                for batch in self.batches(pending, together, say):
+                    bar.set_postfix_str(batch[0].name if len(batch) == 1 else
+                                        f"{batch[0].architecture}, seeds {', '.join(str(c.seed) for c in batch)} "
+                                        f"together")
+                    self.record(self.train_batch(batch, progress, say), say)
+                    bar.update(len(batch))
+        finally:
+            bar.close()
+
+    def batches(self, pending, together, say):
+        """The pending seeds of one configuration in groups to train at once (one run each, or stacks)."""
+        refused = why_not_together(pending[0]) if pending else None
+        if together and refused:
+            say(f"labkit: training {pending[0].architecture}'s seeds one after another: {refused}")
+        if not (len(pending) > 1 and refused is None and
+                (together if together is not None else stack_seeds(pending[0]))):
+            return [[c] for c in pending]
+        by_step = {}  # only runs at the same step can share a stack (new ones, or ones stopped together)
+        for config in pending:
+            by_step.setdefault(resume_step(self.runs_dir / config.name), []).append(config)
+        unreadable = [[c] for c in by_step.pop(None, [])]  # alone: training each says what is wrong with it
+        return list(by_step.values()) + unreadable
+
+    def train_batch(self, batch, progress, say):
+        """Train and measure one run, or one stack of seeds: their rows (none if another process has them)."""
+        run_dirs = [self.runs_dir / c.name for c in batch]
+        try:  # one broken run must not stop the other 79
+            if len(batch) == 1:
+                return [run_one(batch[0], run_dirs[0], self.fid_count, self.backbone, progress)]
+            return run_together(batch, run_dirs, self.fid_count, self.backbone, progress)
+        except RunInUseError as err:  # another process trains it: not a failure of the run
+            say(f"labkit: {err}; skipping it here")
+            return []
+        except Exception as err:
+            return [failed(c, d, err) for c, d in zip(batch, run_dirs)]
+
+    def record(self, rows, say):
+        """Write each row to its run's result file, then rebuild the tables."""
         for row in rows:
             run_dir = Path(row["run_dir"])
             run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(result_file(run_dir, backbone, fid_count), row)
-            if progress and row["status"] != "done":
-                bar.write(f"labkit: {run_dir.name} {row['status']}; going on")
-        collect(configs, runs_dir, out_dir, backbone, fid_count)
-        bar.update(len(rows))
-
-    # The grid lists the seeds of a configuration one after another.
-    for _, group in itertools.groupby(todo, key=lambda c: (c.latent_dim, c.generator_hidden_dim)):
-        pending = []
-        for config in group:
-            if finished(config):
-                bar.update(1)
-            else:
-                pending.append(config)
-        refused = why_not_together(pending[0]) if pending else None
-        if together and refused and progress:
-            bar.write(f"labkit: training {pending[0].architecture}'s seeds one after another: {refused}")
-        stack = len(pending) > 1 and refused is None and \
-            (together if together is not None else stack_seeds(pending[0]))
-        # Only runs at the same step can share a stack (new ones, or ones stopped together).
-        by_step = {}
-        for config in pending:
-            by_step.setdefault(resume_step(runs_dir / config.name), []).append(config)
-        unreadable = [[c] for c in by_step.pop(None, [])]  # alone: training each says what is wrong with it
-        batches = (list(by_step.values()) + unreadable) if stack else [[c] for c in pending]
-        for batch in batches:
-            names = batch[0].name if len(batch) == 1 else \
-                f"{batch[0].architecture}, seeds {', '.join(str(c.seed) for c in batch)} together"
-            bar.set_postfix_str(names)
-            run_dirs = [runs_dir / c.name for c in batch]
-            try:  # one broken run must not stop the other 79
-                if len(batch) == 1:
-                    rows = [run_one(batch[0], run_dirs[0], fid_count, backbone, progress)]
-                else:
-                    rows = run_together(batch, run_dirs, fid_count, backbone, progress)
-            except RunInUseError as err:  # another process trains it: not a failure of the run
-                if progress:
-                    bar.write(f"labkit: {err}; skipping it here")
-                bar.update(len(batch))
-                continue
-            except Exception as err:
-                rows = [failed(c, d, err) for c, d in zip(batch, run_dirs)]
-            record(rows)
-    bar.close()
-    write_json(out_dir / "sweep.json", dict(
-        latent_dims=list(latent_dims), hidden_dims=list(hidden_dims), seeds=seeds, fid_count=fid_count,
-        backbone=backbone, base=asdict(base), runs_dir=str(runs_dir)))
-    return collect(configs, runs_dir, out_dir, backbone, fid_count)
+            write_json(result_file(run_dir, self.backbone, self.fid_count), row)
+            if row["status"] != "done":
+                say(f"labkit: {run_dir.name} {row['status']}; going on")
+        if rows:
+            self.collect()
 
 
 def table(summary, latent_dims, hidden_dims, key="fid_mean"):
