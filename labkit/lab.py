@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .machinery import describe_device, runs_root
+from .machinery.runs import describe_device, runs_root
 
 
 @dataclass(frozen=True)

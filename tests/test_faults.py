@@ -493,14 +493,14 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(workdir, capsys, monkeypatc
         elif where == "tensorboard":
             patch.setattr(SummaryWriter, "add_scalar", scalar_until_full)
         else:
-            import labkit.machinery.runs
-            real_write = labkit.machinery.runs.RunWriter.log
+            import labkit.machinery.loop
+            real_write = labkit.machinery.loop.RunWriter.log
 
             def log_until_full(self, row):
                 if row["step"] == 15:
                     full()
                 return real_write(self, row)
-            patch.setattr(labkit.machinery.runs.RunWriter, "log", log_until_full)
+            patch.setattr(labkit.machinery.loop.RunWriter, "log", log_until_full)
         status, err = run(capsys, *config)
     assert status == 2
     one_error(err, "the disk is full", "run the same command again")

@@ -1,30 +1,40 @@
 """labkit's machinery: everything that keeps runs safe and repeatable, apart from the lesson.
 
 The lesson (labkit.data, models, step, train, vae, metrics, classifier,
-analysis, plots, checks) imports from here only the names below, through
-`from .machinery import ...`; the modules of this package hold the details:
+analysis, plots, checks) imports from here only these names, through
+`from .machinery import ...` (tests/test_layout.py holds it to that):
+
+    training         the training loop's skeleton: a trainer's loop is its step,
+                     and `training` does the rest (run folder, resume, lock,
+                     NaN check, logging, checkpoints; loop.py says what, in order)
+    TrainingDiverged what a trainer raises when a loss turns NaN
+    read_run         a trained run's folder, to load it (load_run, load_vae_run)
+    branch_run       a new run that goes on from another's checkpoint (extend)
+    RunConfig        what TrainConfig and VAEConfig share: a run's identity and name
+    GANCode, VAECode whose code trains a run, labkit's or a student's pieces
+    REFERENCE        the code identity of labkit's own pieces, "labkit"
+    save_checkpoint, load_checkpoint
+                     the one checkpoint schema, for the digit classifier's weights
+    atomic_path      files written whole or not at all, for metrics' caches
+
+The modules of this package hold the details; each imports only those below it
+(tests/test_layout.py checks that nothing in labkit imports in a cycle):
 
     atomic        files written so that a reader sees the old or the new, never half
     runs          run folders: identity and names, locks, config.json and history.csv
-    checkpoints   the one checkpoint schema, written atomically, read with clear errors
+    checkpoints   the one checkpoint schema, written atomically; reading it, checked against a run
     code          whose code trains a run: labkit's reference pieces or a student's
-    together      several seeds trained at once as one stacked model
+    loop          the training loop's skeleton, and reading or branching a run folder
+    together      several seeds trained at once as one stacked model (uses loop)
     sweep         a latent x hidden x seeds grid, resumable, with FID tables
     cli           the `labkit` command
 """
 
 from .atomic import atomic_path
-from .checkpoints import (CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, load_latest,
-                          make_checkpoint, save_atomic)
-from .code import LABKIT_GAN, LABKIT_VAE, REFERENCE, GANCode, VAECode, check_code
-from .runs import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
-                   check_run_folder, check_writable, describe_device, forked_rng, format_value, load_weights,
-                   prepare_run_folder, read_config, read_history, resolve_device, runs_root, saved_state,
-                   write_config, write_history)
+from .checkpoints import load_checkpoint, save_checkpoint
+from .code import REFERENCE, GANCode, VAECode
+from .loop import branch_run, read_run, training
+from .runs import RunConfig, TrainingDiverged
 
-__all__ = ["atomic_path", "CheckpointError", "checkpoint_path", "latest_checkpoint", "load_checkpoint", "load_latest",
-           "make_checkpoint", "save_atomic", "LABKIT_GAN", "LABKIT_VAE", "REFERENCE", "GANCode", "VAECode",
-           "check_code", "RunConfig", "RunLock", "RunWriter", "TrainingDiverged", "announce",
-           "check_checkpoint_config", "check_run_folder", "check_writable", "describe_device", "forked_rng",
-           "format_value", "load_weights", "prepare_run_folder", "read_config", "read_history", "resolve_device",
-           "runs_root", "saved_state", "write_config", "write_history"]
+__all__ = ["training", "TrainingDiverged", "read_run", "branch_run", "RunConfig", "GANCode", "VAECode", "REFERENCE",
+           "save_checkpoint", "load_checkpoint", "atomic_path"]
