@@ -30,11 +30,26 @@ The modules of this package hold the details; each imports only those below it
     cli           the `labkit` command
 """
 
-from .atomic import atomic_path
-from .checkpoints import load_checkpoint, save_checkpoint
-from .code import REFERENCE, GANCode, VAECode
-from .loop import branch_run, read_run, training
-from .runs import RunConfig, TrainingDiverged
-
 __all__ = ["training", "TrainingDiverged", "read_run", "branch_run", "RunConfig", "GANCode", "VAECode", "REFERENCE",
            "save_checkpoint", "load_checkpoint", "atomic_path"]
+
+
+def __getattr__(name):
+    """The names above, each imported from its module when first asked for.
+
+    Importing this package imports nothing else, so `python -m labkit.machinery.cli`
+    reaches the command's Ctrl-C handling before torch loads (seconds).
+    """
+    if name in ("training", "read_run", "branch_run"):
+        from . import loop as home
+    elif name in ("save_checkpoint", "load_checkpoint"):
+        from . import checkpoints as home
+    elif name in ("GANCode", "VAECode", "REFERENCE"):
+        from . import code as home
+    elif name in ("RunConfig", "TrainingDiverged"):
+        from . import runs as home
+    elif name == "atomic_path":
+        from . import atomic as home
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(home, name)
