@@ -251,10 +251,10 @@ def banner(notebook=None):
     print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
 
 
-def show(obj):
-    """Show a function's or class's source in the notebook, as the lesson's code to read."""
+def show(*objects):
+    """Show functions' or classes' source in the notebook, as the lesson's code to read."""
     import inspect
 
     from IPython.display import Code, display
 
-    display(Code(inspect.getsource(obj), language="python"))
+    display(Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python"))

@@ -65,14 +65,14 @@ def generator_loss(fake_logits):
 def discriminator_step(discriminator, opt_d, real, fake, discriminator_loss=discriminator_loss, may_step=None):
     """D's turn: D maximizes log D(x) + log(1 - D(G(z))).
 
-    As a loss to minimize, that is discriminator_loss = BCE(D(x), 1) + BCE(D(G(z)), 0),
-    from D's logits. `fake` is G(z), detached here: D's update must not reach G.
-    may_step(loss_d): does D take its optimizer step this time? (the rebalancing
-    rule of notebook 4; None: always). Returns (loss_d, real_logits, fake_logits, stepped).
+    As a loss to minimize, that is BCE(D(x), 1) + BCE(D(G(z)), 0), from D's scores
+    before the Sigmoid (its logits). fake: G(z). may_step(loss_d): may D take its
+    step this time? (the rebalancing rule of notebook 4; None: always).
+    Returns (loss_d, real_logits, fake_logits, whether D stepped).
     """
-    real_logits = discriminator.logits(real)
-    fake_logits = discriminator.logits(fake.detach())
-    loss_d = discriminator_loss(real_logits, fake_logits)
+    real_logits = discriminator.logits(real)  # D(x) = sigmoid(real_logits)
+    fake_logits = discriminator.logits(fake.detach())  # detached: D's update must not reach G
+    loss_d = discriminator_loss(real_logits, fake_logits)  # -[log D(x) + log(1 - D(G(z)))]
     stepped = may_step is None or may_step(loss_d)
     if stepped:
         descend(opt_d, loss_d)
@@ -80,15 +80,14 @@ def discriminator_step(discriminator, opt_d, real, fake, discriminator_loss=disc
 
 
 def generator_step(discriminator, opt_g, fake, generator_loss=generator_loss):
-    """G's turn: G maximizes log D(G(z)) (the non-saturating loss).
+    """G's turn: G maximizes log D(G(z)), the non-saturating loss.
 
-    As a loss to minimize, that is generator_loss = BCE(D(G(z)), 1), from the logits
-    of the D that just took its turn, on the same fakes. The gradient flows back
-    through D into G; D's own weights need none (`frozen`). Returns (loss_g, fake_logits).
+    As a loss to minimize, that is BCE(D(G(z)), 1), on the same fakes, judged by
+    the D that just took its turn. Returns (loss_g, fake_logits).
     """
-    with frozen(discriminator):
+    with frozen(discriminator):  # the gradient flows back through D into G; D's own weights need none
         fake_logits = discriminator.logits(fake)
-    loss_g = generator_loss(fake_logits)
+    loss_g = generator_loss(fake_logits)  # -log D(G(z))
     descend(opt_g, loss_g)
     return loss_g, fake_logits
 
