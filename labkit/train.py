@@ -166,8 +166,10 @@ def _train(loop, config, code):
     torch.manual_seed(config.seed)  # the initial weights: the same seed, the same networks
     generator, discriminator, opt_g, opt_d = build_training(config, code, device)
     noise = torch.Generator(device).manual_seed(config.seed)  # draws every z, in the same order on a resume
-    models, optimizers = dict(generator=generator, discriminator=discriminator), dict(generator=opt_g, discriminator=opt_d)
-    rng = dict(noise=noise, torch=torch.default_generator)
+    # What a checkpoint holds, and what a resumed run loads back:
+    models = dict(generator=generator, discriminator=discriminator)
+    optimizers = dict(generator=opt_g, discriminator=opt_d)
+    rng = dict(noise=noise, torch=torch.default_generator)  # torch: the global generator
     counters = loop.resume(models, optimizers, rng)
     d_updates, prev_loss_g = counters.get("d_updates", 0), counters.get("prev_generator_loss")
     images = loop.data.contiguous(memory_format=memory_format(device))

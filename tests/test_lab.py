@@ -69,7 +69,7 @@ def test_the_cli_and_the_notebooks_share_one_runs_folder(monkeypatch, tmp_path):
 
 
 def test_the_time_estimate_times_the_trainers_own_step(monkeypatch):
-    """The banner's minutes come from the step that trains: gan_step on networks and Adams built as `train` builds them."""
+    """The banner's minutes come from the step that trains: gan_step, on networks and Adams built as `train`'s."""
     import labkit.step
 
     real_step, seen = labkit.step.gan_step, []

@@ -50,8 +50,8 @@ import torch
 
 from ..data import to_unit_range
 from .atomic import atomic_path, write_atomic
-from .checkpoints import (CheckpointError, checkpoint_path, latest_checkpoint, load_latest, load_weights,
-                          make_checkpoint, remove_older_checkpoints, save_atomic, saved_state, check_checkpoint_config)
+from .checkpoints import (CheckpointError, check_checkpoint_config, checkpoint_path, latest_checkpoint, load_latest,
+                          load_weights, make_checkpoint, remove_older_checkpoints, save_atomic, saved_state)
 from .code import check_code
 from .runs import (RunLock, TrainingDiverged, check_run_folder, check_writable, describe_device, forked_rng,
                    format_value, read_config, read_history, resolve_device, runs_root, write_config, write_history)
