@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .machinery import make_checkpoint, save_atomic
+from .machinery import save_checkpoint
 from .data import BatchSampler, load_mnist
 from .models import DigitClassifier
 
@@ -63,9 +63,9 @@ def train_classifier(epochs=6, batch_size=128, learning_rate=2e-3, seed=0, devic
         schedule.step()
     test_accuracy = accuracy(model, test_images, test_labels)
     model.cpu().eval()
-    save_atomic(make_checkpoint(CHECKPOINT_KIND, steps, {"epochs": epochs, "seed": seed, "batch_size": batch_size,
-                                                         "learning_rate": learning_rate},
-                                models={"classifier": model}, counters={"test_accuracy": test_accuracy}), out)
+    save_checkpoint(out, CHECKPOINT_KIND, steps, {"epochs": epochs, "seed": seed, "batch_size": batch_size,
+                                                  "learning_rate": learning_rate},
+                    models={"classifier": model}, counters={"test_accuracy": test_accuracy})
     if progress:
         print(f"labkit: digit classifier, {epochs} epochs in {time.time() - started:.0f} s, "
               f"test accuracy {test_accuracy:.4f}; saved to {out}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .machinery import describe_device, runs_root
+from .machinery.runs import describe_device, runs_root
 
 
 @dataclass(frozen=True)
@@ -185,27 +185,36 @@ def fid(generator):
 
 
 def seconds_per_step(hidden_dim=16, steps=5):
-    """A quick measurement of one training step here (used to warn CPU users)."""
-    from .models import DCGANDiscriminator, DCGANGenerator
-    from .step import discriminator_loss
+    """Seconds per training step of the course's DCGAN at this hidden size, here (the banner's estimate).
+
+    It times the trainer's own step (labkit.step.gan_step, on networks and Adams
+    built as labkit.train builds them, on this device) for `steps` steps after
+    one warm-up step, waiting for the device before and after.
+    """
+    from .machinery.code import LABKIT_GAN
+    from .machinery.runs import forked_rng
+    from .step import gan_step
+    from .train import TrainConfig, build_training, memory_format
 
     dev = device()
-    with torch.random.fork_rng(devices=[]):
-        G, D = DCGANGenerator(16, hidden_dim).to(dev), DCGANDiscriminator(hidden_dim).to(dev)
-        opt = torch.optim.Adam(list(G.parameters()) + list(D.parameters()))
-        real = torch.zeros(64, 1, 32, 32, device=dev)
-        for i in range(steps + 1):
-            if i == 1:
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
+    config = TrainConfig(generator_hidden_dim=hidden_dim, discriminator_hidden_dim=hidden_dim, device=dev.type)
+    with forked_rng(dev):
+        generator, discriminator, opt_g, opt_d = build_training(config, LABKIT_GAN, dev)
+        real = torch.rand(config.batch_size, 1, 32, 32, device=dev).contiguous(memory_format=memory_format(dev))
+        z = torch.randn(config.batch_size, config.latent_dim, device=dev)
+        for step in range(1, steps + 2):
+            if step == 2:  # after the warm-up step
+                synchronize(dev)
                 start = time.perf_counter()
-            loss = discriminator_loss(D.logits(real), D.logits(G(torch.randn(64, 16, device=dev))))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+            gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, LABKIT_GAN)
+        synchronize(dev)
     return (time.perf_counter() - start) / steps
+
+
+def synchronize(dev):
+    """Wait until the device has done everything it was asked (a CUDA GPU runs behind the host)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 LAB_TIME_CSV = Path(__file__).parent / "assets" / "lab_time.csv"
@@ -243,10 +252,10 @@ def banner(notebook=None):
     print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
 
 
-def show(obj):
-    """Show a function's or class's source in the notebook, as the lesson's code to read."""
+def show(*objects):
+    """Show functions' or classes' source in the notebook, as the lesson's code to read."""
     import inspect
 
     from IPython.display import Code, display
 
-    display(Code(inspect.getsource(obj), language="python"))
+    display(Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python"))

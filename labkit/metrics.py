@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .data import load_mnist, to_unit_range
-from .machinery import TargetError, atomic_path, output_file
+from .machinery import cache_file
 
 BACKBONES = ("inception", "mnist")
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
@@ -268,11 +268,9 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
             pass
     mu, sigma = statistics(features(real_images(count, split, seed, device), backbone, progress=progress))
     try:
-        output_file(path, owned=True, what="the cache file")  # labkit's own file in its cache; never a link
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
+        with cache_file(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
             np.savez(tmp, mu=mu, sigma=sigma)
-    except (OSError, TargetError) as err:  # a read-only, full or odd cache costs time next call, never the result
+    except (OSError, ValueError) as err:  # ValueError: the machinery's TargetError (a link where the cache goes)  # a read-only, full or odd cache costs time next call, never the result
         if not _warned.get("cache"):
             _warned["cache"] = True
             reason = err.strerror if isinstance(err, OSError) and err.strerror else err

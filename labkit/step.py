@@ -13,19 +13,26 @@ strong gradient exactly where G is bad. As binary cross-entropy (BCE):
     generator_loss     = BCE(D(G(z)), 1)
 
 D ends in a Sigmoid, D(x) = sigmoid(s(x)), and the losses are computed from
-the score s(x) (the *logit*), not from the probability: once D is sure,
-sigmoid(s) rounds to exactly 1 in float32 (from s of about 17) or 0 (below
-about -103), and log(0) = -inf; nn.BCELoss clamps that log at -100, so the
-loss stops growing and its gradient becomes 0 just where G needs one. From
-the logit, -log sigmoid(s) = softplus(-s) stays exact for any s. That is what
+the score s(x) (the *logit*), not from the probability. Once D is sure,
+sigmoid(s) = 1 / (1 + exp(-s)) is exactly 1.0 in float32 from s = 24 ln 2
+= 16.64 (1 + exp(-s) rounds to 1 there), and exactly 0.0 below s = -88.72
+(exp(-s) overflows float32 there); measured with PyTorch 2.14 on a CPU.
+Then log(0) = -inf; nn.BCELoss clamps that log at -100, so the loss stops
+growing and its gradient becomes 0 just where G needs one. From the logit,
+-log sigmoid(s) = softplus(-s) stays exact for any s. That is what
 `binary_cross_entropy_with_logits` computes. (A run with D's learning rate at
 0.01 died with NaN at step 85 with the hand-written BCE on probabilities that
 labkit had before; on logits it trains on: tests/test_train.py.)
 
-One step, as in the course and pytorch/examples/dcgan:
-    1. D on a real batch (target 1) and on G(z).detach() (target 0); update D
-       (or not: `update_discriminator`, the rebalancing rule);
-    2. G on D(G(z)) with target 1, the same z; update G.
+One step, as in the course and pytorch/examples/dcgan (`gan_step`):
+    1. D's turn (`discriminator_step`): D on a real batch (target 1) and on
+       G(z).detach() (target 0); update D (or not: `update_discriminator`,
+       the rebalancing rule);
+    2. G's turn (`generator_step`): G on D(G(z)) with target 1, the same z,
+       through the D just updated; update G.
+
+Below the lesson, the plumbing the trainers need: what a step measured
+(`StepOutput`) and when the rule may read the losses (`needs_losses`).
 """
 
 from contextlib import contextmanager
@@ -55,20 +62,41 @@ def generator_loss(fake_logits):
     return bce_with_logits(fake_logits, 1)
 
 
-def update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0):
-    """The rebalancing rule: does D take its optimizer step at training step `step` (1, 2, 3, ...)?
+def discriminator_step(discriminator, opt_d, real, fake, discriminator_loss=discriminator_loss, may_step=None):
+    """D's turn: D maximizes log D(x) + log(1 - D(G(z))).
 
-    every:       update D only on steps 1, 1 + every, 1 + 2 * every, ... (1: every step).
-    pause_ratio: skip D's update while loss_D / loss_G < pause_ratio: D is winning
-                 by that margin, so let G catch up (0: never pause).
-    loss_D:      D's loss on this step's batch (a float);
-    loss_G:      G's loss on the previous step (None at the first step: no pause then).
+    As a loss to minimize, that is BCE(D(x), 1) + BCE(D(G(z)), 0), from D's scores
+    before the Sigmoid (its logits). fake: G(z). may_step(loss_d): may D take its
+    step this time? (the rebalancing rule of notebook 4; None: always).
+    Returns (loss_d, real_logits, fake_logits, whether D stepped).
     """
-    if (step - 1) % every != 0:
-        return False
-    if pause_ratio > 0 and loss_G is not None:
-        return loss_D / max(loss_G, 1e-12) >= pause_ratio
-    return True
+    real_logits = discriminator.logits(real)  # D(x) = sigmoid(real_logits)
+    fake_logits = discriminator.logits(fake.detach())  # detached: D's update must not reach G
+    loss_d = discriminator_loss(real_logits, fake_logits)  # -[log D(x) + log(1 - D(G(z)))]
+    stepped = may_step is None or may_step(loss_d)
+    if stepped:
+        descend(opt_d, loss_d)
+    return loss_d, real_logits, fake_logits, stepped
+
+
+def generator_step(discriminator, opt_g, fake, generator_loss=generator_loss):
+    """G's turn: G maximizes log D(G(z)), the non-saturating loss.
+
+    As a loss to minimize, that is BCE(D(G(z)), 1), on the same fakes, judged by
+    the D that just took its turn. Returns (loss_g, fake_logits).
+    """
+    with frozen(discriminator):  # the gradient flows back through D into G; D's own weights need none
+        fake_logits = discriminator.logits(fake)
+    loss_g = generator_loss(fake_logits)  # -log D(G(z))
+    descend(opt_g, loss_g)
+    return loss_g, fake_logits
+
+
+def descend(optimizer, loss):
+    """One optimizer step down `loss` (summed first: stacked models have one loss each)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    optimizer.step()
 
 
 @contextmanager
@@ -87,11 +115,44 @@ def frozen(module):
             p.requires_grad_(flag)
 
 
-def descend(optimizer, loss):
-    """One optimizer step down `loss` (summed first: stacked models have one loss each)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.sum().backward()
-    optimizer.step()
+def update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0):
+    """The rebalancing rule: does D take its optimizer step at training step `step` (1, 2, 3, ...)?
+
+    every:       update D only on steps 1, 1 + every, 1 + 2 * every, ... (1: every step).
+    pause_ratio: skip D's update while loss_D / loss_G < pause_ratio: D is winning
+                 by that margin, so let G catch up (0: never pause).
+    loss_D:      D's loss on this step's batch (a float);
+    loss_G:      G's loss on the previous step (None at the first step: no pause then).
+    """
+    if (step - 1) % every != 0:
+        return False
+    if pause_ratio > 0 and loss_G is not None:
+        return loss_D / max(loss_G, 1e-12) >= pause_ratio
+    return True
+
+
+def gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g=None):
+    """One training step, as every trainer runs it: D's turn, then G's, on the same fakes G(z).
+
+    generator, discriminator: the networks; the discriminator has `logits(images)`.
+    real, z:     this step's real batch and noise.
+    step:        the 1-based step number, for the rebalancing rule.
+    config:      the run's TrainConfig (d_every, d_pause_ratio).
+    code:        whose losses and rebalancing rule to use (labkit/machinery/code.py's GANCode).
+    prev_loss_g: G's loss on the previous step as a float, or None; needed only
+                 when the rule may look at losses (see `needs_losses`).
+    Returns a StepOutput.
+    """
+    fake = generator(z)
+    loss_d, real_logits, fake_logits, updated_d = discriminator_step(
+        discriminator, opt_d, real, fake, code.discriminator_loss,
+        may_step=lambda loss: rebalance(step, loss, prev_loss_g, config, code))
+    loss_g, fake_logits_after = generator_step(discriminator, opt_g, fake, code.generator_loss)
+    return StepOutput(loss_d, loss_g, real_logits, fake_logits, fake_logits_after, updated_d)
+
+
+# ---------------------------------------------------------------------------
+# The plumbing below the lesson: what a step measured, and when the rule reads the losses
 
 
 @dataclass
@@ -112,35 +173,15 @@ class StepOutput:
                     D_G_z1=torch.sigmoid(self.fake_logits).mean(-1),
                     D_G_z2=torch.sigmoid(self.fake_logits_after).mean(-1))
 
+    def values(self):
+        """logged() read from the device: floats (stacked models: a list per value, one per model)."""
+        return {name: value.tolist() for name, value in self.logged().items()}
 
-def gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g=None):
-    """One training step of the GAN (see the module docstring); returns a StepOutput.
 
-    generator, discriminator: the networks; the discriminator has `logits(images)`.
-    real, z:     this step's real batch and noise.
-    step:        the 1-based step number, for the rebalancing rule.
-    config:      the run's TrainConfig (d_every, d_pause_ratio).
-    code:        whose losses and rebalancing rule to use (labkit.code.GANCode).
-    prev_loss_g: G's loss on the previous step as a float, or None; needed only
-                 when the rule may look at losses (see `needs_losses`).
-    """
-    # (1) D: maximise log D(x) + log(1 - D(G(z))). G's fakes are detached: this
-    # update must not reach G.
-    fake = generator(z)
-    real_logits = discriminator.logits(real)
-    fake_logits = discriminator.logits(fake.detach())
-    loss_d = code.discriminator_loss(real_logits, fake_logits)
-    loss_d_now = loss_d.item() if needs_losses(config, code) else None  # .item() waits for the device
-    updated_d = bool(code.update_discriminator(step, loss_d_now, prev_loss_g, config.d_every, config.d_pause_ratio))
-    if updated_d:
-        descend(opt_d, loss_d)
-
-    # (2) G: maximise log D(G(z)) on the same z, through the D just updated.
-    with frozen(discriminator):
-        fake_logits_after = discriminator.logits(fake)
-    loss_g = code.generator_loss(fake_logits_after)
-    descend(opt_g, loss_g)
-    return StepOutput(loss_d, loss_g, real_logits, fake_logits, fake_logits_after, updated_d)
+def rebalance(step, loss_d, prev_loss_g, config, code):
+    """Ask the rebalancing rule whether D steps now, showing it the losses as numbers only if it may read them."""
+    loss_d = loss_d.item() if needs_losses(config, code) else None  # .item() waits for the device
+    return bool(code.update_discriminator(step, loss_d, prev_loss_g, config.d_every, config.d_pause_ratio))
 
 
 def needs_losses(config, code):

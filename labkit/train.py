@@ -4,9 +4,11 @@
     run = train(TrainConfig(latent_dim=32))     # the same settings again: loads that run
     run = load_run(run.path)                    # config, history and newest weights
 
-The step itself is `labkit.step.gan_step` (the losses, the rebalancing rule);
-this module builds the networks, feeds the step batches and noise, logs what
-it measured and writes the run folder (labkit/machinery/runs.py describes it).
+The step itself is `labkit.step.gan_step` (the losses, the rebalancing rule).
+This module builds the networks and their optimizers, and its loop (`_train`)
+feeds the step batches and noise and says what to log and save; the
+skeleton around the loop (labkit/machinery/loop.py) opens, locks, resumes
+and writes the run folder (labkit/machinery/runs.py describes it).
 
 Calling `train` with the settings of an unfinished run continues it from its
 newest checkpoint, so an interrupted run loses at most `saving_steps` steps
@@ -18,8 +20,6 @@ stay on the device until a logging step reads them (unless the rebalancing
 rule needs the losses: labkit.step.needs_losses).
 """
 
-import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -27,13 +27,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .machinery import CheckpointError, checkpoint_path, latest_checkpoint, load_latest, make_checkpoint
-from .machinery import LABKIT_GAN, REFERENCE, GANCode, check_code  # noqa: F401 (GANCode: a student's pieces)
 from .data import MNIST_TRAIN_SIZE, BatchSampler, load_mnist
+from .machinery import REFERENCE, GANCode, RunConfig, branch_run, read_run, training
+from .machinery import TrainingDiverged  # noqa: F401 (what `train` raises when a loss turns NaN)
 from .models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, evaluating
-from .machinery import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
-                   check_run_folder, check_writable, forked_rng, format_value, load_weights, prepare_run_folder,
-                   read_config, read_history, resolve_device, runs_root, saved_state, write_config, write_history)
 from .step import gan_step, needs_losses
 
 HISTORY_COLUMNS = ("step", "discriminator_loss", "generator_loss", "D_x", "D_G_z1", "D_G_z2", "d_updates")
@@ -124,9 +121,9 @@ class TrainConfig(RunConfig):
         parts = [self.architecture, f"steps{self.num_training_steps}", f"seed{self.seed}"]
         default_lr = type(self)().learning_rate
         if self.lr_g == self.lr_d != default_lr:
-            learning_rates = [f"lr{format_value(self.lr_g)}"]  # one rate for both
+            learning_rates = [f"lr{self.spelt(self.lr_g)}"]  # one rate for both
         else:
-            learning_rates = [f"{short}{format_value(lr)}" for short, lr in (("glr", self.lr_g), ("dlr", self.lr_d))
+            learning_rates = [f"{short}{self.spelt(lr)}" for short, lr in (("glr", self.lr_g), ("dlr", self.lr_d))
                               if lr != default_lr]
         return parts + self.suffixes(dict(batch_size="b", beta1="beta")) + learning_rates + self.suffixes(dict(
             d_every="devery", d_pause_ratio="pause",
@@ -141,8 +138,86 @@ class TrainConfig(RunConfig):
         return f"dcgan_z{self.latent_dim}_g{self.generator_hidden_dim}_d{self.discriminator_hidden_dim}"
 
 
-def build_models(config, code=LABKIT_GAN):
+def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, **overrides):
+    """Train (or resume, or load) a GAN run and return it as a `Run`.
+
+    config:    a TrainConfig; keyword overrides (e.g. latent_dim=32) are applied to it
+               (a misspelt name is an error).
+    out_dir:   the run folder; default: runs_root() / config.name.
+    code:      a labkit.code.GANCode with a student's pieces (default: labkit's).
+    progress:  say in one line what happens (training, resuming or loading)
+               and show a tqdm progress bar (a widget in Jupyter).
+    on_log:    called with each history row (a dict) at every logging step.
+
+    The caller's global RNG state is restored afterwards.
+    """
+    code = code or GANCode()
+    config = make_config(config, overrides, code)
+    with training([config], [out_dir], CHECKPOINT_KIND, HISTORY_COLUMNS, data=training_images, progress=progress,
+                  on_log=on_log, show=progress_line, samples_note=True,
+                  source=code.source() if code.student_pieces else None) as loop:
+        if loop.finished:  # trained before: loaded, and nothing in it is written
+            return _run_from(loop.saved[0], code, loop.device)
+        return _train(loop, config, code)
+
+
+def _train(loop, config, code):
+    """The training loop. `loop` (labkit/machinery/loop.py) holds the run folder: it resumes, logs and saves."""
+    device = loop.device
+    torch.manual_seed(config.seed)  # the initial weights: the same seed, the same networks
+    generator, discriminator, opt_g, opt_d = build_training(config, code, device)
+    noise = torch.Generator(device).manual_seed(config.seed)  # draws every z, in the same order on a resume
+    # What a checkpoint holds, and what a resumed run loads back:
+    models = dict(generator=generator, discriminator=discriminator)
+    optimizers = dict(generator=opt_g, discriminator=opt_d)
+    rng = dict(noise=noise, torch=torch.default_generator)  # torch: the global generator
+    counters = loop.resume(models, optimizers, rng)
+    d_updates, prev_loss_g = counters.get("d_updates", 0), counters.get("prev_generator_loss")
+    images = loop.data.contiguous(memory_format=memory_format(device))
+    batches = BatchSampler(len(images), config.batch_size, config.seed, device)
+    sample_noise = fixed_noise(config.latent_dim, device=device)
+    track_losses = needs_losses(config, code)
+    generator.train(), discriminator.train()
+    for step in loop.steps():
+        real = images[batches.indices(step - 1)]
+        z = torch.randn(config.batch_size, config.latent_dim, generator=noise, device=device)
+        out = gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g)
+        d_updates += out.updated_d
+        if track_losses:  # a rule that reads the losses sees G's as a number at the next step
+            prev_loss_g = out.loss_g.item()
+        loop.check(step, out.loss_d, out.loss_g)  # NaN? (the flags are read at logging and saving steps)
+        if loop.logging(step):
+            loop.log({"step": step, **out.values(), "d_updates": d_updates})
+        if loop.saving(step):
+            loop.save(step, fixed_samples(generator, sample_noise), models=models, optimizers=optimizers, rng=rng,
+                      counters={"d_updates": d_updates, "prev_generator_loss": prev_loss_g})
+    generator.eval(), discriminator.eval()
+    return Run(loop.run_dir, config, loop.history, generator, discriminator, config.num_training_steps)
+
+
+def build_training(config, code, device):
+    """(generator, discriminator, opt_g, opt_d) as `train` builds them: the networks on `device`, an Adam each."""
+    generator, discriminator = build_models(config, code)
+    generator.to(device, memory_format=memory_format(device))
+    discriminator.to(device, memory_format=memory_format(device))
+    return (generator, discriminator, *adams(generator, discriminator, config))
+
+
+def adams(generator, discriminator, config):
+    """Adam for G and for D, with the run's learning rates and beta1 (beta2 0.999, PyTorch's default)."""
+    return (torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999)),
+            torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999)))
+
+
+def memory_format(device):
+    """channels_last on a CPU: it made a whole step 1.3-1.4x faster on a 2-core CPU at hidden 16 and 64
+    (bench/train_speed.py). Not measured on CUDA, so there the default layout stays."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def build_models(config, code=None):
     """The untrained (generator, discriminator) pair that `config` describes, built from `code`'s classes."""
+    code = code or GANCode()
     if config.use_mlp:
         generator = (code.generator or MLPGenerator)(config.latent_dim)
         discriminator = (code.discriminator or MLPDiscriminator)(config.mlp_discriminator_batch_norm)
@@ -164,6 +239,24 @@ def build_models(config, code=LABKIT_GAN):
 def fixed_noise(latent_dim, count=64, device="cpu"):
     """The noise behind every run's sample grids: the same for every seed."""
     return torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+@torch.no_grad()
+def fixed_samples(generator, noise):
+    """The generator's images of the fixed noise, in eval mode (its BatchNorm uses the running statistics)."""
+    with evaluating(generator):
+        return generator(noise)
+
+
+def training_images(device):
+    """MNIST's 60,000 training images, on `device`."""
+    return load_mnist("train", device=device)[0]
+
+
+def progress_line(row):
+    """What the progress bar shows of a history row."""
+    return dict(loss_D=f"{row['discriminator_loss']:.3f}", loss_G=f"{row['generator_loss']:.3f}",
+                D_x=f"{row['D_x']:.2f}")
 
 
 @dataclass
@@ -193,168 +286,23 @@ def load_run(run_dir, device="cpu", code=None):
 
     code: the GANCode that trained it, if that was a student's (labkit/machinery/code.py).
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run folder at {run_dir}")
-    config = read_config(run_dir, TrainConfig)
-    code = code or LABKIT_GAN
-    check_code(code, config, run_dir)
-    state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
-    if state is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
-    check_checkpoint_config(state, config, run_dir)
-    return _run_from_state(run_dir, config, state, device, code)
+    code = code or GANCode()
+    return _run_from(read_run(run_dir, TrainConfig, CHECKPOINT_KIND, HISTORY_COLUMNS, code, device), code, device)
 
 
-def _run_from_state(run_dir, config, state, device, code):
+def _run_from(saved, code, device):
+    """The `Run` of a saved run (labkit/machinery/loop.py's SavedRun)."""
     with torch.random.fork_rng(devices=[]):  # building a model draws its initial weights
-        generator, discriminator = build_models(config, code)
-    load_weights(generator, state["models"]["generator"], "generator", run_dir)
-    load_weights(discriminator, state["models"]["discriminator"], "discriminator", run_dir)
+        generator, discriminator = build_models(saved.config, code)
+    saved.load(generator=generator, discriminator=discriminator)
     generator.to(device).eval(), discriminator.to(device).eval()
-    history = [row for row in read_history(run_dir, HISTORY_COLUMNS) if row["step"] <= state["step"]]
-    return Run(Path(run_dir), config, history, generator, discriminator, state["step"])
-
-
-def check_finite(finite_flags, step, run_dir):
-    """Raise TrainingDiverged if any flag is False.
-
-    finite_flags: one bool per step, for the steps that end at `step`, on the host.
-    """
-    finite = torch.as_tensor(finite_flags)
-    if finite.all():
-        return
-    bad_step = step - len(finite) + 1 + int((~finite).nonzero()[0])
-    last = latest_checkpoint(run_dir)
-    raise TrainingDiverged(
-        f"the loss became NaN or infinite at step {bad_step}; training stopped. "
-        + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
-        + " Try a lower learning rate or another seed.")
+    return Run(saved.path, saved.config, saved.history(), generator, discriminator, saved.step)
 
 
 def make_config(config, overrides, code):
     """`config` (default: the course's) with keyword overrides and the code's identity; names are checked."""
     config = (config or TrainConfig()).updated(**overrides)
     return replace(config, code=code.identity)
-
-
-def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, **overrides):
-    """Train (or resume, or load) a GAN run and return it as a `Run`.
-
-    config:    a TrainConfig; keyword overrides (e.g. latent_dim=32) are applied to it
-               (a misspelt name is an error).
-    out_dir:   the run folder; default: runs_root() / config.name.
-    code:      a labkit.code.GANCode with a student's pieces (default: labkit's).
-    progress:  say in one line what happens (training, resuming or loading)
-               and show a tqdm progress bar (a widget in Jupyter).
-    on_log:    called with each history row (a dict) at every logging step.
-
-    The caller's global RNG state is restored afterwards.
-    """
-    code = code or LABKIT_GAN
-    config = make_config(config, overrides, code)
-    run_dir = Path(out_dir) if out_dir is not None else runs_root() / config.name
-    check_run_folder(run_dir)
-    device = resolve_device(config.device)
-    say = print if progress else (lambda *a, **k: None)
-
-    state = saved_state(run_dir, config, CHECKPOINT_KIND, device)
-    if state is not None and state["step"] >= config.num_training_steps:
-        say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
-        return _run_from_state(run_dir, config, state, device, code)
-    images = load_mnist("train", device=device)  # a missing dataset is reported before anything is written
-    check_writable(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
-        state = saved_state(run_dir, config, CHECKPOINT_KIND, device)  # another process may have moved it on
-        if state is not None and state["step"] >= config.num_training_steps:
-            say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
-            return _run_from_state(run_dir, config, state, device, code)
-        with forked_rng(device):
-            return _train(config, run_dir, device, state, code, progress, say, on_log, images[0])
-
-
-def _train(config, run_dir, device, state, code, progress, say, on_log, images):
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(config.seed)
-    generator, discriminator = build_models(config, code)
-    # channels_last made a whole step 1.3-1.4x faster on a 2-core CPU at hidden
-    # 16 and 64 (bench/train_speed.py); it is not measured on CUDA, so there
-    # the default layout stays.
-    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    generator.to(device, memory_format=memory_format)
-    discriminator.to(device, memory_format=memory_format)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999))
-    noise_rng = torch.Generator(device).manual_seed(config.seed)
-    start_step, d_updates, prev_loss_g = 0, 0, None
-    if state is not None:  # resume
-        load_weights(generator, state["models"]["generator"], "generator", run_dir)
-        load_weights(discriminator, state["models"]["discriminator"], "discriminator", run_dir)
-        opt_g.load_state_dict(state["optimizers"]["generator"])
-        opt_d.load_state_dict(state["optimizers"]["discriminator"])
-        noise_rng.set_state(state["rng"]["noise"].cpu())
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        start_step = state["step"]
-        d_updates, prev_loss_g = state["counters"]["d_updates"], state["counters"]["prev_generator_loss"]
-
-    images = images.contiguous(memory_format=memory_format)
-    history = prepare_run_folder(run_dir, config, state, HISTORY_COLUMNS,
-                                 source=code.source() if code.student_pieces else None)
-    batches = BatchSampler(len(images), config.batch_size, config.seed, device)
-    sample_noise = fixed_noise(config.latent_dim, device=device)
-    track_losses = needs_losses(config, code)
-    writer = RunWriter(run_dir, start_step, HISTORY_COLUMNS)
-    say(announce(run_dir, start_step, config.num_training_steps, device))
-    bar = tqdm(total=config.num_training_steps, initial=start_step, desc=run_dir.name, disable=not progress,
-               dynamic_ncols=True)
-    finite_flags = []  # one 0-d bool tensor per step since the last check, kept on the device
-    generator.train(), discriminator.train()
-    started = time.time()
-    try:
-        for step in range(start_step + 1, config.num_training_steps + 1):
-            real = images[batches.indices(step - 1)]
-            z = torch.randn(config.batch_size, config.latent_dim, generator=noise_rng, device=device)
-            out = gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g)
-            d_updates += out.updated_d
-            if track_losses:
-                prev_loss_g = out.loss_g.item()
-
-            finite_flags.append(torch.isfinite(out.loss_d) & torch.isfinite(out.loss_g))
-            bar.update(1)
-            is_log = step % config.logging_steps == 0
-            is_save = step % config.saving_steps == 0 or step == config.num_training_steps
-            if not (is_log or is_save):
-                continue
-            check_finite(torch.stack(finite_flags).cpu(), step, run_dir)  # the one host-device sync
-            finite_flags.clear()
-
-            if is_log:
-                row = {"step": step, **{k: v.item() for k, v in out.logged().items()}, "d_updates": d_updates}
-                history.append(row)
-                writer.log(row)
-                bar.set_postfix(loss_D=f"{row['discriminator_loss']:.3f}",
-                                loss_G=f"{row['generator_loss']:.3f}", D_x=f"{row['D_x']:.2f}")
-                if on_log is not None:
-                    on_log(row)
-
-            if is_save:
-                with torch.no_grad(), evaluating(generator):
-                    samples = generator(sample_noise)
-                writer.save(make_checkpoint(
-                    CHECKPOINT_KIND, step, config,
-                    models={"generator": generator, "discriminator": discriminator},
-                    optimizers={"generator": opt_g, "discriminator": opt_d},
-                    rng={"noise": noise_rng.get_state(), "torch": torch.get_rng_state()},
-                    counters={"d_updates": d_updates, "prev_generator_loss": prev_loss_g}), samples)
-    finally:
-        bar.close()
-        writer.close()
-    say(f"labkit: {config.num_training_steps - start_step} steps in {time.time() - started:.1f} s; "
-        f"samples in {run_dir / 'samples'}")
-    generator.eval(), discriminator.eval()
-    return Run(run_dir, config, history, generator, discriminator, config.num_training_steps)
 
 
 def extend(run, num_training_steps, out_dir=None, *, code=None, progress=True):
@@ -367,36 +315,7 @@ def extend(run, num_training_steps, out_dir=None, *, code=None, progress=True):
     would have (on a CPU exactly: tests/test_train.py).
     """
     source = Path(run.path if isinstance(run, Run) else run)
-    config = read_config(source, TrainConfig)
-    code = code or LABKIT_GAN
-    check_code(code, config, source)
-    if num_training_steps <= config.num_training_steps:
-        raise ValueError(f"{source} is already {config.num_training_steps} steps long; extend it to more steps")
-    config = config.updated(num_training_steps=num_training_steps)
-    target = Path(out_dir) if out_dir is not None else source.parent / config.name
-    check_run_folder(target, inputs=[source])  # never the run it extends
-    if not (target / "config.json").exists():
-        state = load_latest(source, CHECKPOINT_KIND)
-        if state is None:
-            raise CheckpointError(f"{source} has no checkpoint to extend")
-        history = [r for r in read_history(source, HISTORY_COLUMNS) if r["step"] <= state["step"]]  # read first
-        check_writable(target)
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            (partial / "checkpoints").mkdir(parents=True)
-            shutil.copy2(checkpoint_path(source, state["step"]), checkpoint_path(partial, state["step"]))
-            for folder in ("samples", "tensorboard"):
-                if (source / folder).is_dir():
-                    shutil.copytree(source / folder, partial / folder)
-            if (source / "code.py").is_file():
-                shutil.copy2(source / "code.py", partial / "code.py")
-            write_history(partial, history, HISTORY_COLUMNS)
-            write_config(partial, config)
-            partial.rename(target)  # the new run appears whole, or not at all
-        except BaseException:  # a full disk, Ctrl-C: no half copy left behind
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        if progress:
-            print(f"labkit: extending {source} (step {state['step']}) into {target}")
+    code = code or GANCode()
+    config, target = branch_run(source, num_training_steps, TrainConfig, CHECKPOINT_KIND, HISTORY_COLUMNS, code,
+                                out_dir, progress)
     return train(config, target, code=code, progress=progress)

@@ -18,20 +18,16 @@ reparameterisation). labkit.models holds the three pieces (reparameterize,
 kl_divergence, vae_loss); a student's versions train through `code=VAECode(...)`.
 """
 
-import time
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .machinery import CheckpointError, latest_checkpoint, load_latest, make_checkpoint
-from .machinery import LABKIT_VAE, REFERENCE, VAECode, check_code  # noqa: F401 (VAECode: a student's pieces)
 from .data import BatchSampler, load_mnist
+from .machinery import REFERENCE, RunConfig, VAECode, read_run, training
 from .models import VAE, evaluating
-from .machinery import (RunConfig, RunLock, RunWriter, TrainingDiverged, announce, check_checkpoint_config,
-                   check_run_folder, check_writable, forked_rng, load_weights, prepare_run_folder, read_config,
-                   read_history, resolve_device, runs_root, saved_state)
-from .train import check_seed, check_whole, fixed_noise
+from .train import check_seed, check_whole, fixed_noise, fixed_samples
 
 VAE_COLUMNS = ("step", "train_loss", "train_kl", "train_reconstruction", "dev_loss", "dev_kl", "dev_reconstruction")
 CHECKPOINT_KIND = "vae"
@@ -94,7 +90,7 @@ def vae_losses(vae, images, noise=None, code=None):
     code: a VAECode whose pieces compute them (default: labkit's). The
     reconstruction term is what is left of the loss after the KL term.
     """
-    code = code or LABKIT_VAE
+    code = code or VAECode()
     logits, mean, logvar = vae(images, noise, code.reparameterize)
     loss = code.vae_loss(logits, images, mean, logvar)
     kl = code.kl_divergence(mean, logvar).mean()
@@ -114,115 +110,70 @@ def evaluate(vae, images, batch_size=1000, seed=0, code=None):
     return (totals / len(images)).tolist()
 
 
-def load_vae_run(run_dir, device="cpu", code=None):
-    """A VAE run folder's config, history and newest weights (in eval mode). Writes nothing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run folder at {run_dir}")
-    config = read_config(run_dir, VAEConfig)
-    check_code(code or LABKIT_VAE, config, run_dir)
-    state = load_latest(run_dir, CHECKPOINT_KIND, map_location=device)
-    if state is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint yet; train it first")
-    check_checkpoint_config(state, config, run_dir)
-    return _run_from_state(run_dir, config, state, device)
-
-
-def _run_from_state(run_dir, config, state, device):
-    with torch.random.fork_rng(devices=[]):  # building a model draws its initial weights
-        vae = VAE(config.latent_dim)
-    load_weights(vae, state["models"]["vae"], "VAE", run_dir)
-    history = [row for row in read_history(run_dir, VAE_COLUMNS) if row["step"] <= state["step"]]
-    return VAERun(Path(run_dir), config, history, vae.to(device).eval(), state["step"])
-
-
 def train_vae(config=None, out_dir=None, *, code=None, progress=True, **overrides):
     """Train (or resume, or load) a VAE run; returns a VAERun.
 
     The arguments are those of labkit.train.train; `code` is a VAECode.
     """
-    code = code or LABKIT_VAE
+    code = code or VAECode()
     config = replace((config or VAEConfig()).updated(**overrides), code=code.identity)
-    run_dir = Path(out_dir) if out_dir is not None else runs_root() / config.name
-    check_run_folder(run_dir)
-    device = resolve_device(config.device)
-    say = print if progress else (lambda *a, **k: None)
-    state = saved_state(run_dir, config, CHECKPOINT_KIND, device)
-    if state is not None and state["step"] >= config.num_training_steps:
-        say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
-        return _run_from_state(run_dir, config, state, device)
-    images = load_mnist("train", device=device)[0]  # a missing dataset is reported before anything is written
-    check_writable(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
-        state = saved_state(run_dir, config, CHECKPOINT_KIND, device)
-        if state is not None and state["step"] >= config.num_training_steps:
-            say(f"labkit: found the finished run {run_dir} (step {state['step']}); loading it")
-            return _run_from_state(run_dir, config, state, device)
-        with forked_rng(device):
-            return _train_vae(config, run_dir, device, state, code, progress, say, images)
+    with training([config], [out_dir], CHECKPOINT_KIND, VAE_COLUMNS, data=training_images, progress=progress,
+                  show=progress_line, tag=lambda column: column.replace("_", "/", 1),
+                  source=code.source() if code.student_pieces else None) as loop:
+        if loop.finished:  # trained before: loaded, and nothing in it is written
+            return _run_from(loop.saved[0], loop.device)
+        return _train_vae(loop, config, code)
 
 
-def _train_vae(config, run_dir, device, state, code, progress, say, images):
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(config.seed)
+def _train_vae(loop, config, code):
+    """The training loop. `loop` (labkit/machinery/loop.py) holds the run folder: it resumes, logs and saves."""
+    device = loop.device
+    torch.manual_seed(config.seed)  # the initial weights
     vae = VAE(config.latent_dim).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.learning_rate)
-    noise_rng = torch.Generator(device).manual_seed(config.seed)
-    start_step = 0
-    if state is not None:
-        load_weights(vae, state["models"]["vae"], "VAE", run_dir)
-        optimizer.load_state_dict(state["optimizers"]["vae"])
-        noise_rng.set_state(state["rng"]["noise"].cpu())
-        start_step = state["step"]
-
-    train_images, dev_images = split_train_dev(images, config.dev_size)
-    history = prepare_run_folder(run_dir, config, state, VAE_COLUMNS,
-                                 source=code.source() if code.student_pieces else None)
+    noise_rng = torch.Generator(device).manual_seed(config.seed)  # the reparameterisation noise
+    parts = dict(models={"vae": vae}, optimizers={"vae": optimizer}, rng={"noise": noise_rng})
+    loop.resume(**parts)
+    train_images, dev_images = split_train_dev(loop.data, config.dev_size)
     batches = BatchSampler(len(train_images), config.batch_size, config.seed, device)
     sample_noise = fixed_noise(config.latent_dim, device=device)
-    writer = RunWriter(run_dir, start_step, VAE_COLUMNS, tag=lambda key: key.replace("_", "/", 1))
-    say(announce(run_dir, start_step, config.num_training_steps, device))
-    bar = tqdm(total=config.num_training_steps, initial=start_step, desc=run_dir.name, disable=not progress,
-               dynamic_ncols=True)
-    started = time.time()
     vae.train()
-    try:
-        for step in range(start_step + 1, config.num_training_steps + 1):
-            images = train_images[batches.indices(step - 1)]
-            noise = torch.randn(len(images), config.latent_dim, generator=noise_rng, device=device)
-            loss, kl, reconstruction = vae_losses(vae, images, noise, code)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.update(1)
+    for step in loop.steps():
+        images = train_images[batches.indices(step - 1)]
+        noise = torch.randn(len(images), config.latent_dim, generator=noise_rng, device=device)
+        loss, kl, reconstruction = vae_losses(vae, images, noise, code)  # the negative ELBO, and its two terms
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if loop.logging(step) or loop.saving(step):  # this batch's losses and the dev split's
+            values = [loss.item(), kl.item(), reconstruction.item(), *evaluate(vae, dev_images, code=code)]
+            if not all(map(math.isfinite, values)):
+                raise loop.diverged(f"the VAE's loss became NaN or infinite at or before step {step}")
+        if loop.logging(step):
+            loop.log(dict(zip(VAE_COLUMNS, [step, *values])))
+        if loop.saving(step):
+            loop.save(step, fixed_samples(vae.decoder, sample_noise), **parts)
+    return VAERun(loop.run_dir, config, loop.history, vae.eval(), config.num_training_steps)
 
-            is_save = step % config.saving_steps == 0 or step == config.num_training_steps
-            if step % config.logging_steps == 0 or is_save:
-                dev = evaluate(vae, dev_images, code=code)
-                values = [loss.item(), kl.item(), reconstruction.item(), *dev]
-                if not all(map(torch.isfinite, torch.tensor(values, dtype=torch.float64))):
-                    last = latest_checkpoint(run_dir)
-                    raise TrainingDiverged(
-                        f"the VAE's loss became NaN or infinite at or before step {step}; training stopped. "
-                        + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
-                        + " Try a lower learning rate or another seed.")
-                if step % config.logging_steps == 0:
-                    row = dict(zip(VAE_COLUMNS, [step, *values]))
-                    history.append(row)
-                    writer.log(row)
-                    bar.set_postfix(train=f"{row['train_loss']:.1f}", dev=f"{row['dev_loss']:.1f}",
-                                    kl=f"{row['dev_kl']:.1f}")
 
-            if is_save:
-                with torch.no_grad(), evaluating(vae):
-                    samples = vae.decoder(sample_noise)
-                writer.save(make_checkpoint(CHECKPOINT_KIND, step, config, models={"vae": vae},
-                                            optimizers={"vae": optimizer}, rng={"noise": noise_rng.get_state()}),
-                            samples)
-    finally:
-        bar.close()
-        writer.close()
-    say(f"labkit: {config.num_training_steps - start_step} steps in {time.time() - started:.1f} s")
-    return VAERun(run_dir, config, history, vae.eval(), config.num_training_steps)
+def training_images(device):
+    """MNIST's 60,000 training images, on `device` (split_train_dev holds some out)."""
+    return load_mnist("train", device=device)[0]
+
+
+def progress_line(row):
+    """What the progress bar shows of a history row."""
+    return dict(train=f"{row['train_loss']:.1f}", dev=f"{row['dev_loss']:.1f}", kl=f"{row['dev_kl']:.1f}")
+
+
+def load_vae_run(run_dir, device="cpu", code=None):
+    """A VAE run folder's config, history and newest weights (in eval mode). Writes nothing."""
+    return _run_from(read_run(run_dir, VAEConfig, CHECKPOINT_KIND, VAE_COLUMNS, code or VAECode(), device), device)
+
+
+def _run_from(saved, device):
+    """The `VAERun` of a saved run (labkit/machinery/loop.py's SavedRun)."""
+    with torch.random.fork_rng(devices=[]):  # building a model draws its initial weights
+        vae = VAE(saved.config.latent_dim)
+    saved.load(vae=vae)
+    return VAERun(saved.path, saved.config, saved.history(), vae.to(device).eval(), saved.step)

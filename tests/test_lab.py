@@ -66,3 +66,23 @@ def test_the_cli_and_the_notebooks_share_one_runs_folder(monkeypatch, tmp_path):
     assert runs_root() == tmp_path / "lab" / "runs"
     monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "elsewhere"))
     assert runs_root() == tmp_path / "elsewhere"
+
+
+def test_the_time_estimate_times_the_trainers_own_step(monkeypatch):
+    """The banner's minutes come from the step that trains: gan_step, on networks and Adams built as `train`'s."""
+    import labkit.step
+
+    real_step, seen = labkit.step.gan_step, []
+
+    def counted(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g=None):
+        seen.append((type(generator).__name__, generator.net[0].out_channels, type(opt_g).__name__,
+                     opt_d.param_groups[0]["betas"], tuple(real.shape), step))
+        return real_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g)
+
+    monkeypatch.setattr(labkit.step, "gan_step", counted)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    assert lab.seconds_per_step(hidden_dim=8, steps=3) > 0
+    assert [s[-1] for s in seen] == [1, 2, 3, 4]  # one warm-up step, then the three timed
+    assert seen[0][:-1] == ("DCGANGenerator", 4 * 8, "Adam", (0.5, 0.999), (64, 1, 32, 32))
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random numbers are left alone

@@ -31,6 +31,19 @@ def test_notebooks_are_saved_small_and_start_with_their_banner(path):
     assert path.stat().st_size < 60_000
 
 
+@pytest.mark.parametrize("name", ["07_mlp_gan", "08_ablations"])  # the notebooks rewritten as lessons so far
+def test_a_lesson_explains_each_step_in_short_cells(name):
+    """At least one markdown cell per code cell, and no code cell over 25 lines.
+
+    An exercise's nbgrader cells are exempt: grading relies on them as they are.
+    """
+    nb = nbformat.read(str(next(p for p in NOTEBOOKS if p.stem == name)), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code)
+    long = [c.source.splitlines()[0] for c in code if len(c.source.splitlines()) > 25 and "nbgrader" not in c.metadata]
+    assert not long, f"code cells over 25 lines: {long}"
+
+
 def _in_slices(get_msg):
     """`get_msg(timeout)` of a kernel channel, asked again every second until `timeout`."""
     async def get_msg_in_slices(timeout=None):

@@ -14,6 +14,7 @@ import shutil
 import pytest
 import torch
 
+import labkit.machinery.loop
 import labkit.machinery.together
 import labkit.train
 from labkit.machinery.checkpoints import latest_checkpoint, load_checkpoint
@@ -139,7 +140,7 @@ def test_one_diverging_seed_stops_alone(tmp_path, monkeypatch):
 def test_a_seed_whose_weights_turn_non_finite_at_a_checkpoint_stops_alone(tmp_path, monkeypatch):
     # Finite losses but NaN weights (the fault injected into seed 1's checkpoint at step 20): RunWriter refuses
     # to save them; that seed stops with its last good checkpoint, the other finishes.
-    real_make_checkpoint = labkit.machinery.together.make_checkpoint
+    real_make_checkpoint = labkit.machinery.loop.make_checkpoint
 
     def poisoned(kind, step, config, models, **parts):
         if config.seed == 1 and step == 20:
@@ -147,7 +148,7 @@ def test_a_seed_whose_weights_turn_non_finite_at_a_checkpoint_stops_alone(tmp_pa
                                               for k, v in models["generator"].items()}}
         return real_make_checkpoint(kind, step, config, models=models, **parts)
 
-    monkeypatch.setattr(labkit.machinery.together, "make_checkpoint", poisoned)
+    monkeypatch.setattr(labkit.machinery.loop, "make_checkpoint", poisoned)
     bad, good = train_together(CONFIG, [1, 2], [tmp_path / "t1", tmp_path / "t2"], progress=False)
     assert isinstance(bad, TrainingDiverged) and "weights became NaN or infinite by step 20" in str(bad)
     assert latest_checkpoint(tmp_path / "t1").name == "step-000010.pt"

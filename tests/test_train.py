@@ -189,7 +189,7 @@ def test_the_losses_are_the_course_bce_and_stay_finite_when_d_is_sure():
     assert discriminator_loss(logits[ok], logits[ok]).item() == pytest.approx(
         (bce(prob[ok], torch.ones(4)) + bce(prob[ok], torch.zeros(4))).item(), rel=1e-5)
     assert generator_loss(logits[ok]).item() == pytest.approx(bce(prob[ok], torch.ones(4)).item(), rel=1e-5)
-    # A sure D. In float32 sigmoid(s) is exactly 1 from s of about 17, but exactly 0 only below about -103.
+    # A sure D. In float32 sigmoid(s) is exactly 1 from s = 16.64, but exactly 0 only below s = -88.72.
     assert torch.sigmoid(torch.tensor(30.0)).item() == 1.0 and torch.sigmoid(torch.tensor(-30.0)).item() > 0
     assert torch.sigmoid(torch.tensor(-200.0)).item() == 0.0
     # G's fake scored -200 (D is sure it is fake). On probabilities nn.BCELoss clamps log(0) at -100: the loss

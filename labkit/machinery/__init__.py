@@ -1,40 +1,56 @@
 """labkit's machinery: everything that keeps runs safe and repeatable, apart from the lesson.
 
 The lesson (labkit.data, models, step, train, vae, metrics, classifier,
-analysis, plots, checks) imports from here only the names below, through
-`from .machinery import ...`; the modules of this package hold the details:
+analysis, plots, checks) imports from here only these names, through
+`from .machinery import ...` (tests/test_layout.py holds it to that):
+
+    training         the training loop's skeleton: a trainer's loop is its step,
+                     and `training` does the rest (run folder, resume, lock,
+                     NaN check, logging, checkpoints; loop.py says what, in order)
+    TrainingDiverged what a trainer raises when a loss turns NaN
+    read_run         a trained run's folder, to load it (load_run, load_vae_run)
+    branch_run       a new run that goes on from another's checkpoint (extend)
+    RunConfig        what TrainConfig and VAEConfig share: a run's identity and name
+    GANCode, VAECode whose code trains a run, labkit's or a student's pieces
+    REFERENCE        the code identity of labkit's own pieces, "labkit"
+    save_checkpoint, load_checkpoint
+                     the one checkpoint schema, for the digit classifier's weights
+    cache_file       labkit's own cache file written whole, never through a link (metrics)
+
+The modules of this package hold the details; each imports only those below it
+(tests/test_layout.py checks that nothing in labkit imports in a cycle):
 
     atomic        files written so that a reader sees the old or the new, never half
     targets       what a command may write: links, its own inputs and others' files refused first
     runs          run folders: identity and names, locks, config.json and history.csv
-    checkpoints   the one checkpoint schema, written atomically, read with clear errors
+    checkpoints   the one checkpoint schema, written atomically; reading it, checked against a run
     code          whose code trains a run: labkit's reference pieces or a student's
-    together      several seeds trained at once as one stacked model
+    loop          the training loop's skeleton, and reading or branching a run folder
+    together      several seeds trained at once as one stacked model (uses loop)
     sweep         a latent x hidden x seeds grid, resumable, with FID tables
     cli           the `labkit` command
 """
 
-import importlib
-
-# Each name, and the module it lives in. They are imported on first use (PEP 562), so that importing
-# labkit.machinery.cli imports no torch: the `labkit` command answers a Ctrl-C during torch's import
-# in one line only if torch is imported inside its main(), after its handler is in place.
-_WHERE = {
-    "atomic": ["atomic_path"],
-    "checkpoints": ["CheckpointError", "checkpoint_path", "latest_checkpoint", "load_checkpoint", "load_latest",
-                    "make_checkpoint", "save_atomic"],
-    "code": ["LABKIT_GAN", "LABKIT_VAE", "REFERENCE", "GANCode", "VAECode", "check_code"],
-    "runs": ["RunConfig", "RunLock", "RunWriter", "TrainingDiverged", "announce", "check_checkpoint_config",
-             "check_run_folder", "check_writable", "describe_device", "forked_rng", "format_value", "load_weights",
-             "prepare_run_folder", "read_config", "read_history", "resolve_device", "runs_root", "saved_state",
-             "write_config", "write_history"],
-    "targets": ["TargetError", "output_file"],
-}
-__all__ = [name for names in _WHERE.values() for name in names]
+__all__ = ["training", "TrainingDiverged", "read_run", "branch_run", "RunConfig", "GANCode", "VAECode", "REFERENCE",
+           "save_checkpoint", "load_checkpoint", "cache_file"]
 
 
 def __getattr__(name):
-    for module, names in _WHERE.items():
-        if name in names:
-            return getattr(importlib.import_module(f".{module}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """The names above, each imported from its module when first asked for.
+
+    Importing this package imports nothing else, so `python -m labkit.machinery.cli`
+    reaches the command's Ctrl-C handling before torch loads (seconds).
+    """
+    if name in ("training", "read_run", "branch_run"):
+        from . import loop as home
+    elif name in ("save_checkpoint", "load_checkpoint"):
+        from . import checkpoints as home
+    elif name in ("GANCode", "VAECode", "REFERENCE"):
+        from . import code as home
+    elif name in ("RunConfig", "TrainingDiverged"):
+        from . import runs as home
+    elif name == "cache_file":
+        from . import targets as home
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(home, name)

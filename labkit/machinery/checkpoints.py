@@ -10,7 +10,13 @@ made by `make_checkpoint`:
     models      {name: state_dict}, e.g. {"generator": ..., "discriminator": ...}
     optimizers  {name: optimizer state_dict}, the same names
     rng         {name: RNG state tensor}: what resuming needs to draw the same numbers
+                (given as a torch.Generator, its state is taken)
     counters    {name: number or None}: anything else the loop carries (e.g. d_updates)
+
+Reading one is here too: the newest readable checkpoint of a run
+(`load_latest`), checked against the run's settings (`saved_state`,
+`check_checkpoint_config`), and weights loaded with a clear error when they
+belong to another model (`load_weights`).
 
 A checkpoint is written to a temporary file beside its final name and then
 renamed over it. A rename within one folder is atomic, so a run killed in the
@@ -28,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
+from .runs import differences, read_config
 
 SCHEMA = 2
 KEEP = 2  # checkpoints kept per run: the newest, and one to fall back to
@@ -50,7 +57,7 @@ def make_checkpoint(kind, step, config, models, optimizers=None, rng=None, count
                    for name, model in models.items()},
         "optimizers": {name: opt.state_dict() if hasattr(opt, "state_dict") else opt
                        for name, opt in (optimizers or {}).items()},
-        "rng": dict(rng or {}),
+        "rng": {name: r.get_state() if isinstance(r, torch.Generator) else r for name, r in (rng or {}).items()},
         "counters": dict(counters or {}),
     }
 
@@ -72,6 +79,11 @@ def save_atomic(state, path):
         f.write(data.getbuffer())
         f.flush()
         os.fsync(f.fileno())
+
+
+def save_checkpoint(path, kind, step, config, models, **parts):
+    """make_checkpoint(kind, step, config, models, **parts), saved to `path` with save_atomic."""
+    save_atomic(make_checkpoint(kind, step, config, models, **parts), path)
 
 
 def checkpoint_path(run_dir, step):
@@ -149,3 +161,53 @@ def load_latest(run_dir, kind, map_location="cpu", warn=None):
     if first_error is not None:
         raise first_error
     return None
+
+
+def saved_state(run_dir, config, kind, device):
+    """The newest checkpoint's state of the run in `run_dir`, or None if it is new. Reads only.
+
+    Refuses a folder whose run has other settings (config.json) or whose
+    checkpoint was written by another run.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise ValueError(f"{run_dir} has checkpoints but no config.json; it is not a run labkit can resume")
+        return None
+    saved = read_config(run_dir, type(config))
+    changed = differences(saved, config)
+    if changed:
+        hint = ("to train a finished run on for more steps, extend it (labkit extend, lab.extend); "
+                if saved.identity() | {"num_training_steps": 0} == config.identity() | {"num_training_steps": 0}
+                else "")
+        raise ValueError(f"{run_dir} holds a run with other settings ({changed}); {hint}"
+                         f"choose another folder, or leave the folder out to use the run's own")
+    state = load_latest(run_dir, kind, map_location=device)
+    if state is not None:
+        check_checkpoint_config(state, config, run_dir)
+    return state
+
+
+def check_checkpoint_config(state, config, run_dir):
+    """Refuse a checkpoint written by a run with other settings than `config` (a file copied in by hand)."""
+    try:
+        written_by = type(config).from_dict(state["config"]).updated(num_training_steps=config.num_training_steps)
+    except (TypeError, ValueError):
+        changed = "settings this labkit does not know"
+    else:
+        changed = differences(written_by, config)
+    if changed or state["step"] > config.num_training_steps:
+        raise CheckpointError(f"the checkpoint of {run_dir} (step {state['step']}) was written by a run with other "
+                              f"settings ({changed or 'more steps'}); delete that folder to train the run again")
+
+
+def load_weights(model, state_dict, what, run_dir):
+    """model.load_state_dict, with a clear error if the weights belong to another model."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        detail = next((line.strip().rstrip(".") for line in str(err).splitlines()
+                       if "size mismatch" in line or "Missing key" in line or "Unexpected key" in line),
+                      str(err).splitlines()[0])
+        raise CheckpointError(f"the {what} in the checkpoint of {run_dir} does not fit the model its settings "
+                              f"describe ({detail}); delete that folder to train the run again") from None

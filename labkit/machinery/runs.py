@@ -116,6 +116,11 @@ class RunConfig:
         """The run folder's name: every setting of `identity`, the defaults left out."""
         return "_".join(self.name_parts())
 
+    @staticmethod
+    def spelt(value):
+        """`value` as a run name spells it (`format_value`): exactly, so two settings never share a name."""
+        return format_value(value)
+
     def suffixes(self, short_names):
         """Name parts for settings that differ from their defaults, e.g. 'devery2' or 'relu'.
 
@@ -392,134 +397,3 @@ def forked_rng(device):
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     return torch.random.fork_rng(devices=devices)
-
-
-# ---------------------------------------------------------------------------
-# Opening a run to train it, and writing it as it trains
-
-
-def saved_state(run_dir, config, kind, device):
-    """The newest checkpoint's state of the run in `run_dir`, or None if it is new. Reads only.
-
-    Refuses a folder whose run has other settings (config.json) or whose
-    checkpoint was written by another run.
-    """
-    from .checkpoints import load_latest
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise ValueError(f"{run_dir} has checkpoints but no config.json; it is not a run labkit can resume")
-        return None
-    saved = read_config(run_dir, type(config))
-    changed = differences(saved, config)
-    if changed:
-        hint = ("to train a finished run on for more steps, extend it (labkit extend, lab.extend); "
-                if saved.identity() | {"num_training_steps": 0} == config.identity() | {"num_training_steps": 0}
-                else "")
-        raise ValueError(f"{run_dir} holds a run with other settings ({changed}); {hint}"
-                         f"choose another folder, or leave the folder out to use the run's own")
-    state = load_latest(run_dir, kind, map_location=device)
-    if state is not None:
-        check_checkpoint_config(state, config, run_dir)
-    return state
-
-
-def check_checkpoint_config(state, config, run_dir):
-    """Refuse a checkpoint written by a run with other settings than `config` (a file copied in by hand)."""
-    from .checkpoints import CheckpointError
-
-    try:
-        written_by = type(config).from_dict(state["config"]).updated(num_training_steps=config.num_training_steps)
-    except (TypeError, ValueError):
-        changed = "settings this labkit does not know"
-    else:
-        changed = differences(written_by, config)
-    if changed or state["step"] > config.num_training_steps:
-        raise CheckpointError(f"the checkpoint of {run_dir} (step {state['step']}) was written by a run with other "
-                              f"settings ({changed or 'more steps'}); delete that folder to train the run again")
-
-
-def load_weights(model, state_dict, what, run_dir):
-    """model.load_state_dict, with a clear error if the weights belong to another model."""
-    from .checkpoints import CheckpointError
-
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as err:
-        detail = next((line.strip().rstrip(".") for line in str(err).splitlines()
-                       if "size mismatch" in line or "Missing key" in line or "Unexpected key" in line),
-                      str(err).splitlines()[0])
-        raise CheckpointError(f"the {what} in the checkpoint of {run_dir} does not fit the model its settings "
-                              f"describe ({detail}); delete that folder to train the run again") from None
-
-
-def announce(run_dir, start_step, steps, device):
-    """The one line a trainer prints before it starts."""
-    if start_step == 0:
-        return f"labkit: training {run_dir} ({steps} steps) on {describe_device(device)}"
-    return f"labkit: resuming {run_dir} at step {start_step} of {steps} on {describe_device(device)}"
-
-
-class RunWriter:
-    """What a run writes while it trains: history rows, TensorBoard scalars, sample grids, checkpoints."""
-
-    def __init__(self, run_dir, start_step, columns, tag=None):
-        from torch.utils.tensorboard import (
-            SummaryWriter,  # slow import; only needed when training
-        )
-
-        self.run_dir, self.columns = Path(run_dir), columns
-        self.tag = tag or (lambda key: key)
-        self.tensorboard = SummaryWriter(self.run_dir / "tensorboard", purge_step=start_step + 1)
-        self.history_file = open(self.run_dir / "history.csv", "a", newline="")
-
-    def log(self, row):
-        self.history_file.write(",".join(format_value(row[c]) for c in self.columns) + "\n")
-        self.history_file.flush()
-        for key in self.columns[1:]:
-            self.tensorboard.add_scalar(self.tag(key), row[key], row["step"])
-
-    def save(self, state, samples):
-        """Write the checkpoint `state` (atomically; all but the two newest are deleted) and a grid of `samples`."""
-        import torch
-        from torchvision.utils import save_image
-
-        from .checkpoints import checkpoint_path, remove_older_checkpoints, save_atomic
-        from ..data import to_unit_range
-
-        step = state["step"]
-        for name, weights in state["models"].items():
-            if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
-                raise TrainingDiverged(f"the {name}'s weights became NaN or infinite by step {step}; training "
-                                       f"stopped and they were not saved. Try a lower learning rate or another seed.")
-        grid = self.run_dir / "samples" / f"step-{step:06d}.png"
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(grid, ".png") as tmp:
-            save_image(to_unit_range(samples), tmp, nrow=8)
-        save_atomic(state, checkpoint_path(self.run_dir, step))
-        remove_older_checkpoints(self.run_dir)
-        self.tensorboard.flush()
-
-    def close(self):
-        try:
-            self.tensorboard.close()
-        finally:
-            self.history_file.close()
-
-
-def prepare_run_folder(run_dir, config, state, columns, source=None):
-    """Before training: write config.json (and code.py), and cut history.csv back to the checkpoint.
-
-    Returns the history up to the checkpoint we resume from. Rows logged after
-    it are redone by the resumed run, so they are dropped here.
-    """
-    run_dir = Path(run_dir)
-    history = []
-    if state is not None:
-        history = [row for row in read_history(run_dir, columns) if row["step"] <= state["step"]]
-    write_config(run_dir, config)
-    if source:
-        write_atomic(run_dir / "code.py", f"# The student code that trained this run ({config.code}).\n\n{source}\n")
-    write_history(run_dir, history, columns)
-    return history

@@ -48,7 +48,10 @@ share a tables folder this way; their tables are recognised by their header too.
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+from .atomic import atomic_path, write_json
 
 MANIFEST = ".labkit-made.json"
 KEEP = 4  # contents remembered per file: a kill between recording and writing leaves the old or the new
@@ -113,6 +116,20 @@ def output_file(path, *, inputs=(), overwrite=False, owned=False, what="--out", 
     return path
 
 
+@contextmanager
+def cache_file(path, suffix=""):
+    """Write labkit's own cache file `path` whole: yields a temporary name to write, renamed over `path` at the end.
+
+    For caches (metrics' real-image statistics): the file is replaced freely, but never
+    through a symbolic link. Raises TargetError or OSError, which a cache may take as
+    "not cached this time". suffix: what the writer appends to the name (np.savez adds .npz).
+    """
+    path = output_file(path, owned=True, what="the cache file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix) as tmp:
+        yield tmp
+
+
 def output_folder(folder, names, *, inputs=(), overwrite=False, ours=None, what="--out", force_flag="--force",
                   replacing="what labkit wrote there"):
     """Check a folder the command is about to write the files `names` into; returns it as a Path. Writes nothing.
@@ -174,7 +191,6 @@ def write_made(folder, name, data):
     """Write `data` (bytes) to folder/name atomically, recording it in the manifest first.
 
     Check the folder with `output_folder` before the first write."""
-    from .atomic import atomic_path, write_json
 
     folder, data = Path(folder), bytes(data)
     path = folder / name

@@ -39,22 +39,19 @@ code; the sweep trains such runs one after another.
 """
 
 import copy
-import time
-from contextlib import ExitStack
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, load_latest, make_checkpoint
+from .checkpoints import CheckpointError, load_latest
 from .code import LABKIT_GAN, REFERENCE
+from .loop import training
 from ..data import BatchSampler, load_mnist
-from ..models import IMAGE_SHAPE, evaluating
-from .runs import (RunLock, RunWriter, check_run_folder, check_writable, describe_device, forked_rng,
-                   prepare_run_folder, resolve_device, saved_state)
+from ..models import IMAGE_SHAPE
 from ..step import gan_step
-from ..train import (CHECKPOINT_KIND, HISTORY_COLUMNS, Run, TrainingDiverged, _run_from_state, build_models,
-                    check_finite, fixed_noise, make_config)
+from ..train import CHECKPOINT_KIND, HISTORY_COLUMNS, Run, _run_from, adams, build_models, fixed_noise, fixed_samples, \
+    make_config
+
 
 def grouped_layer(layers):
     """One layer that computes len(layers) copies of a layer side by side, each with its own weights.
@@ -230,31 +227,47 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
     if len(seeds) != len(out_dirs) or len(set(seeds)) != len(seeds):
         raise ValueError(f"need one out_dir per seed and distinct seeds; got seeds {seeds} for {len(out_dirs)} folders")
     configs = [make_config(config, {"seed": seed}, code) for seed in seeds]
-    run_dirs = [Path(d) for d in out_dirs]
-    device = resolve_device(config.device)
-    for run_dir in run_dirs:
-        check_run_folder(run_dir)
-    states = [saved_state(d, c, CHECKPOINT_KIND, device) for d, c in zip(run_dirs, configs)]
-    if all(s is not None and s["step"] >= config.num_training_steps for s in states):
-        return [_run_from_state(d, c, s, device, code) for d, c, s in zip(run_dirs, configs, states)]
-    images = load_mnist("train", device=device)[0]  # a missing dataset is reported before anything is written
-    for run_dir in run_dirs:
-        check_writable(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as held:
-        for run_dir in run_dirs:
-            held.enter_context(RunLock(run_dir))
-        states = [saved_state(d, c, CHECKPOINT_KIND, device) for d, c in zip(run_dirs, configs)]
-        start_steps = {state["step"] if state else 0 for state in states}
-        if len(start_steps) > 1:
-            raise ValueError(f"runs to train together must be at the same step; these are at {sorted(start_steps)}")
-        with forked_rng(device):
-            return _train_together(config, seeds, configs, run_dirs, states, start_steps.pop(), device, code,
-                                   progress, on_log, images)
+    with training(configs, out_dirs, CHECKPOINT_KIND, HISTORY_COLUMNS, together=True, progress=progress,
+                  on_log=on_log, data=lambda device: load_mnist("train", device=device)[0]) as loop:
+        if loop.finished:
+            return [_run_from(saved, code, loop.device) for saved in loop.saved]
+        return _train_together(loop, config, code)
 
 
-def _train_together(config, seeds, configs, run_dirs, states, start_step, device, code, progress, on_log, images):
-    # Each seed's models, built exactly as `train` builds them.
+def _train_together(loop, config, code):
+    """`labkit.train._train`'s loop, on the stack: every tensor has one entry per seed in front."""
+    device, images, seeds = loop.device, loop.data, [c.seed for c in loop.configs]
+    G, D, torch_rng_states = build_stack(loop.configs, device)
+    opt_g, opt_d = adams(G, D, config)
+    noise_rngs = [torch.Generator(device).manual_seed(seed) for seed in seeds]
+    d_updates = resume_stack(loop, G, D, opt_g, opt_d, noise_rngs)
+    samplers = [BatchSampler(len(images), config.batch_size, seed, device) for seed in seeds]
+    sample_noise = fixed_noise(config.latent_dim, device=device).expand(len(seeds), -1, -1)  # the same for every seed
+    G.train(), D.train()
+    for step in loop.steps():
+        real = images[torch.stack([s.indices(step - 1) for s in samplers])]  # (N, B, 1, 32, 32)
+        z = torch.stack([torch.randn(config.batch_size, config.latent_dim, generator=rng, device=device)
+                         for rng in noise_rngs])
+        out = gan_step(G, D, opt_g, opt_d, real, z, step, config, code)  # `train`'s step; every loss is (N,)
+        d_updates += out.updated_d
+        loop.check(step, out.loss_d, out.loss_g)  # a seed whose loss turned NaN stops alone
+        if loop.logging(step):
+            values = out.values()
+            for i in loop.live:
+                loop.log({"step": step, **{k: v[i] for k, v in values.items()}, "d_updates": d_updates}, run=i)
+        if loop.saving(step):
+            save_stack(loop, step, fixed_samples(G, sample_noise), G, D, opt_g, opt_d,
+                       rng=[{"noise": n, "torch": t} for n, t in zip(noise_rngs, torch_rng_states)],
+                       counters={"d_updates": d_updates, "prev_generator_loss": None})
+    return [loop.errors[i] or run_of(loop, i, G, D) for i in range(len(seeds))]
+
+
+def build_stack(configs, device):
+    """(G, D, the global RNG state after each seed's models) for the seeds of `configs`, on `device`.
+
+    Each seed's networks are built exactly as `train` builds them, after torch.manual_seed(seed),
+    then stacked; the RNG state is what that seed's checkpoints record, as `train`'s do.
+    """
     generators, discriminators, torch_rng_states = [], [], []
     for c in configs:
         torch.manual_seed(c.seed)
@@ -264,116 +277,44 @@ def _train_together(config, seeds, configs, run_dirs, states, start_step, device
         torch_rng_states.append(torch.get_rng_state())
     G = StackedModel(generators, out_shape=IMAGE_SHAPE).to(device)
     D = StackedModel(discriminators, out_shape=()).to(device)
-    if device.type == "cpu" and not config.use_mlp:
+    if device.type == "cpu" and not configs[0].use_mlp:
         # As in `train`: channels_last is faster for convolutions on the CPU.
         G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=(config.beta1, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=(config.beta1, 0.999))
-    noise_rngs = [torch.Generator(device).manual_seed(c.seed) for c in configs]
-    d_updates = 0
-    if start_step > 0:  # resume
-        load_stacked(G, [s["models"]["generator"] for s in states])
-        load_stacked(D, [s["models"]["discriminator"] for s in states])
-        opt_g.load_state_dict(stack_adam_states([s["optimizers"]["generator"] for s in states], G))
-        opt_d.load_state_dict(stack_adam_states([s["optimizers"]["discriminator"] for s in states], D))
-        for rng, s in zip(noise_rngs, states):
-            rng.set_state(s["rng"]["noise"].cpu())
-        d_updates = states[0]["counters"]["d_updates"]  # the same for all: d_every is shared
-    histories = [prepare_run_folder(d, c, s, HISTORY_COLUMNS) for d, c, s in zip(run_dirs, configs, states)]
-    results = [None] * len(seeds)  # a Run, or the error that stopped the seed
+    return G, D, torch_rng_states
 
-    if start_step < config.num_training_steps:
-        from tqdm.auto import tqdm
 
-        samplers = [BatchSampler(len(images), config.batch_size, c.seed, device) for c in configs]
-        sample_noise = fixed_noise(config.latent_dim, device=device)
-        writers = []  # opened inside the try, so that whatever opened is closed
-        if progress:
-            print(f"labkit: training seeds {', '.join(map(str, seeds))} of {config.architecture} together "
-                  f"on {describe_device(device)}" + (f", resuming at step {start_step}" if start_step else ""))
-        bar = tqdm(total=config.num_training_steps, initial=start_step, disable=not progress,
-                   desc=f"{len(seeds)} seeds together", dynamic_ncols=True)
-        finite_flags = []  # one (N,) bool tensor per step since the last check, on the device
-        G.train(), D.train()
-        started = time.time()
-        try:
-            for d in run_dirs:
-                writers.append(RunWriter(d, start_step, HISTORY_COLUMNS))
-            for step in range(start_step + 1, config.num_training_steps + 1):
-                real = images[torch.stack([s.indices(step - 1) for s in samplers])]  # (N, B, 1, 32, 32)
-                z = torch.stack([torch.randn(config.batch_size, config.latent_dim, generator=rng, device=device)
-                                 for rng in noise_rngs])
-                # The same step as `train`'s; every loss is (N,), one per model.
-                out = gan_step(G, D, opt_g, opt_d, real, z, step, config, code)
-                d_updates += out.updated_d
+def resume_stack(loop, G, D, opt_g, opt_d, noise_rngs):
+    """Load the seeds' checkpoints (all of one step) into the stack; return d_updates (0 for new runs)."""
+    if loop.start == 0:
+        return 0
+    states = loop.states
+    load_stacked(G, [s["models"]["generator"] for s in states])
+    load_stacked(D, [s["models"]["discriminator"] for s in states])
+    opt_g.load_state_dict(stack_adam_states([s["optimizers"]["generator"] for s in states], G))
+    opt_d.load_state_dict(stack_adam_states([s["optimizers"]["discriminator"] for s in states], D))
+    for rng, s in zip(noise_rngs, states):
+        rng.set_state(s["rng"]["noise"].cpu())
+    return states[0]["counters"]["d_updates"]  # the same for all: d_every is shared
 
-                finite_flags.append(torch.isfinite(out.loss_d) & torch.isfinite(out.loss_g))
-                bar.update(1)
-                is_log = step % config.logging_steps == 0
-                is_save = step % config.saving_steps == 0 or step == config.num_training_steps
-                if not (is_log or is_save):
-                    continue
 
-                finite = torch.stack(finite_flags).cpu()  # (steps, N): the one host-device sync
-                finite_flags.clear()
-                for i in range(len(seeds)):
-                    if results[i] is None:
-                        try:
-                            check_finite(finite[:, i], step, run_dirs[i])
-                        except TrainingDiverged as err:
-                            results[i] = err  # this seed stops writing; the others go on
-                            writers[i].close()
-                            if progress:
-                                bar.write(f"labkit: seed {seeds[i]}: {err}")
-                live = [i for i in range(len(seeds)) if results[i] is None]
-                if not live:
-                    break
+def save_stack(loop, step, samples, G, D, opt_g, opt_d, rng, counters):
+    """Write each live seed's checkpoint, in exactly the format `train` writes, and its sample grid."""
+    g_opt_state, d_opt_state = opt_g.state_dict(), opt_d.state_dict()
+    for i in loop.live:
+        loop.save(step, samples[i], run=i,
+                  models={"generator": G.model_state_dict(i), "discriminator": D.model_state_dict(i)},
+                  optimizers={"generator": split_adam_state(g_opt_state, G, i),
+                              "discriminator": split_adam_state(d_opt_state, D, i)},
+                  rng=rng[i], counters=counters)
 
-                if is_log:
-                    logged = {k: v.tolist() for k, v in out.logged().items()}
-                    for i in live:
-                        row = {"step": step, **{k: v[i] for k, v in logged.items()}, "d_updates": d_updates}
-                        histories[i].append(row)
-                        writers[i].log(row)
-                        if on_log is not None:
-                            on_log(seeds[i], row)
 
-                if is_save:
-                    with torch.no_grad(), evaluating(G):  # the same noise for every seed
-                        samples = G(sample_noise.expand(len(seeds), *sample_noise.shape))
-                    g_opt_state, d_opt_state = opt_g.state_dict(), opt_d.state_dict()
-                    for i in live:
-                        try:
-                            writers[i].save(make_checkpoint(
-                                CHECKPOINT_KIND, step, configs[i],
-                                models={"generator": G.model_state_dict(i), "discriminator": D.model_state_dict(i)},
-                                optimizers={"generator": split_adam_state(g_opt_state, G, i),
-                                            "discriminator": split_adam_state(d_opt_state, D, i)},
-                                rng={"noise": noise_rngs[i].get_state(), "torch": torch_rng_states[i]},
-                                counters={"d_updates": d_updates, "prev_generator_loss": None}), samples[i])
-                        except TrainingDiverged as err:  # finite losses, non-finite weights: this seed stops
-                            results[i] = err
-                            writers[i].close()
-                            if progress:
-                                bar.write(f"labkit: seed {seeds[i]}: {err}")
-        finally:
-            bar.close()
-            for i, writer in enumerate(writers):
-                if not isinstance(results[i], TrainingDiverged):  # a diverged seed's writer is closed already
-                    writer.close()
-        if progress:
-            print(f"labkit: {len(seeds)} x {config.num_training_steps - start_step} steps in "
-                  f"{time.time() - started:.1f} s")
-
-    for i in range(len(seeds)):
-        if results[i] is None:
-            generator, discriminator = build_models(configs[i])
-            generator.load_state_dict(G.model_state_dict(i))
-            discriminator.load_state_dict(D.model_state_dict(i))
-            generator.to(device).eval(), discriminator.to(device).eval()
-            results[i] = Run(run_dirs[i], configs[i], histories[i], generator, discriminator,
-                             max(start_step, config.num_training_steps))
-    return results
+def run_of(loop, i, G, D):
+    """Seed `i`'s `Run`: its networks, taken out of the stack, in eval mode."""
+    generator, discriminator = build_models(loop.configs[i])
+    generator.load_state_dict(G.model_state_dict(i))
+    discriminator.load_state_dict(D.model_state_dict(i))
+    generator.to(loop.device).eval(), discriminator.to(loop.device).eval()
+    return Run(loop.run_dirs[i], loop.configs[i], loop.histories[i], generator, discriminator, loop.end)
 
 
 def resume_step(run_dir):
