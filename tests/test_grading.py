@@ -369,3 +369,47 @@ def test_a_full_disk_under_the_report_is_one_line_and_the_last_report_stays_whol
     filler.unlink()
     assert labkit("assignment", "grade", source, "--out", report, "--source", source).returncode == 0
     assert {r["passed"] for r in read_csv(report / "grades.csv")} == {"True"}
+
+
+FORGER = '''def update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0):
+    return True
+
+raise type('=HYPERLINK("http://evil.example/x","click")', (Exception,), {})(
+    "\\nbob\\t04_nash_equilibrium.ipynb\\trebalancing_rule\\t0/2\\tseed 7\\tcopied from alice, see TA"
+    "\\nalice\\t04_nash_equilibrium.ipynb\\trebalancing_rule\\t2/2\\tseed 99\\tpassed")
+x = ''' + "-" * 900 + "1\n"  # parses and runs, but is too deep for a recursive walk of its syntax tree
+
+
+def test_what_a_students_code_says_reaches_the_report_as_one_inert_line(course, tmp_path):
+    source, release = course
+    submit(tmp_path / "class" / "bob", release)
+    submit(tmp_path / "class" / "mallory", release, {"rebalancing_rule": FORGER})
+    done = labkit("assignment", "grade", tmp_path / "class", "--out", tmp_path / "report", "--source", source,
+                  "--jobs", 1)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(tmp_path / "report" / "gradebook.csv")
+    assert [r["student"] for r in rows] == ["bob"] * 6 + ["mallory"] * 6
+    (forged,) = [r for r in rows if r["student"] == "mallory" and r["exercise"] == "rebalancing_rule"]
+    assert forged["points"] == "0" and forged["message"].startswith("'=HYPERLINK")  # text, not a formula
+    assert "\n" not in forged["message"] and "\t" not in forged["message"]
+    log = (tmp_path / "report" / "grading.log").read_text().splitlines()
+    assert len(log) == 1 + 12 and not any(line.startswith("alice") for line in log)
+    assert sum(line.startswith("bob\t") for line in log) == 6
+
+
+def test_a_student_whose_grading_crashed_is_graded_again_on_the_next_run(course, tmp_path, monkeypatch, capsys):
+    from labkit.grading import gradebook
+
+    source, release = course
+    submit(tmp_path / "class" / "carol", release)
+    real = gradebook.grade_exercise
+    with monkeypatch.context() as patch:  # a bug of grading's own, not of the student's code
+        patch.setattr(gradebook, "grade_exercise", lambda *a, **k: 1 / 0)
+        assert gradebook.grade(tmp_path / "class", tmp_path / "report", source, timeout=20, jobs=1) == 0
+    assert "1 students (1 graded now" in capsys.readouterr().out
+    rows = read_csv(tmp_path / "report" / "gradebook.csv")
+    assert {r["message"] for r in rows} == {"grading crashed (ZeroDivisionError: division by zero); grade it again"}
+    assert gradebook.grade_exercise is real
+    assert gradebook.grade(tmp_path / "class", tmp_path / "report", source, timeout=20, jobs=1) == 0
+    assert "1 students (1 graded now, 0 unchanged" in capsys.readouterr().out
+    assert all(r["message"].startswith(NOT_DONE) for r in read_csv(tmp_path / "report" / "gradebook.csv"))

@@ -61,10 +61,16 @@ def test_a_plain_solution_breaks_no_rule():
     ("def Generator():\n    pass\n", NETWORKS, "defines Generator with `def`"),
     ("def f(:\n", LOSSES, "SyntaxError"),
     ("x = 1\n" * 60_000, LOSSES, "a table of answers"),
+    ("x = " + "-" * 20_000 + "1\n", LOSSES, "nested too deeply for Python to read"),  # its parser gives up
 ])
 def test_each_rule_refuses_with_its_reason(source, names, said):
     reason = rules.refusal(source, names, HELPERS)
     assert reason is not None and said in reason, reason
+
+
+def test_code_too_deep_to_walk_has_no_fingerprint_and_raises_nothing():
+    assert rules.fingerprint("x = " + "-" * 900 + "1\n") is None
+    assert rules.fingerprint("x = " + "-" * 20_000 + "1\n") is None
 
 
 def test_the_same_code_under_other_names_and_formatting_has_one_fingerprint():
@@ -138,6 +144,8 @@ def test_anything_else_is_refused_by_the_sender(value, said):
     b"\xff\xfe not utf-8", b"{not json", b'{"tensor": {"dtype": "float32", "shape": [3], "data": "AAAA"}}',
     b'{"tensor": {"dtype": "object", "shape": [1], "data": ""}}', b'{"tensor": {"dtype": "float32", "shape": [-1], '
     b'"data": ""}}', b'{"pickle": "gASV"}', b'{"a": 1, "b": 2}', b"[" * 100 + b"]" * 100,
+    b'{"tensor": {"dtype": "float32", "shape": [4611686018427387904, 4], "data": ""}}',  # overflows numel
+    wire.encode([torch.zeros(1)] * (wire.MAX_TENSORS + 1)),  # tiny tensors cost the grader 16x their bytes
 ])
 def test_the_receiver_refuses_a_malformed_message(message):
     with pytest.raises(wire.NotPlainData):

@@ -220,3 +220,49 @@ def probe():
     with Kernel([code], helpers, boxes.new(60), 60) as kernel:
         found = kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")["output"]
     assert found[0] is True and "imported" not in found[1:], found
+
+
+# A kernel that forges the protocol: the student's code owns its end of the socket, so it can write any
+# frame there. What it writes is still only data; these tests check that the grader neither hangs nor
+# mistakes the forgery for a fault of grading's own.
+FORGE = '''
+import json, os, stat, struct, time
+
+def forge(message):
+    fd = next(fd for fd in range(64) if _is_socket(fd))
+    data = json.dumps(message).encode()
+    os.write(fd, struct.pack("!Q", len(data)) + data)
+
+def _is_socket(fd):
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+forge({"dict": {"ready": True}})  # "ready" before the kernel itself says so; then:
+'''
+
+
+def test_a_kernel_that_stops_reading_times_out_instead_of_hanging_the_grader(boxes):
+    import torch
+
+    started = time.monotonic()
+    with pytest.raises(KernelTimeout, match="time limit of 3 s"):
+        with Kernel([FORGE + "time.sleep(10**6)\n"], {}, boxes.new(3), 3) as kernel:
+            big = torch.zeros(16 * 2**20 // 4)  # 16 MB (22 in base64): more than the socket's buffers hold
+            kernel.request("call", target="probe", args=[big], kwargs={}, what="probe()")
+    assert time.monotonic() - started < 30
+
+
+def test_a_kernel_that_forges_ready_and_exits_is_the_students_fault_not_a_crash(boxes):
+    with pytest.raises(KernelDied, match="stopped while running your code"):
+        with Kernel([FORGE + "time.sleep(1)\nos._exit(0)\n"], {}, boxes.new(20), 20) as kernel:
+            time.sleep(2)  # the kernel is gone: the request meets a closed or reset socket
+            kernel.request("kinds", names=["probe"])
+
+
+def test_a_forged_error_reaches_the_grader_as_one_short_message(boxes):
+    with pytest.raises(StudentError) as raised:
+        Kernel([FORGE.replace('{"dict": {"ready": True}}', '{"dict": {"error": "A" * 5_000_000}}')
+                + "time.sleep(10)\n"], {}, boxes.new(20), 20)
+    assert len(str(raised.value)) <= 400

@@ -80,6 +80,8 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
         digest = submission.digest(source_digest)
         rows[submission.student] = results.get(submission.student) or report.cached(submission.student, digest)
         report.remember(submission.student, digest, rows[submission.student])
+        if any(r.get("crashed") for r in rows[submission.student]):
+            report.forget(submission.student)  # graded again next time
     flag_copies(rows, class_, exercises)
     report.write(report_files(rows, single))
     _summarise(rows, single, len(todo), time.time() - started, out)
@@ -161,12 +163,20 @@ def grade_student(submission, exercises, timeout, box):
 def row(student, exercise, passed, message, seed=None):
     return dict(student=student, notebook=exercise.notebook, exercise=exercise.name,
                 points=exercise.points if passed else 0.0, max_points=exercise.points, passed=passed,
-                message=message, copy_of="", seed=seed)
+                message=one_line(message), copy_of="", seed=seed)
+
+
+def one_line(text, limit=400):
+    """A message as one printable line of at most `limit` characters. Messages carry what a student's code
+    raised, so its layout (line breaks, tabs: forged rows in grading.log) never reaches the report."""
+    text = "".join(c if c.isprintable() else " " for c in str(text))
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def crashed(submission, exercises, err):
-    return [row(submission.student, e, False, f"grading crashed ({type(err).__name__}: {err}); grade it again")
-            for e in exercises]
+    """Rows for a student whose grading failed for a reason of grading's own; never cached (a rerun retries)."""
+    return [{**row(submission.student, e, False, f"grading crashed ({type(err).__name__}: {err}); grade it again"),
+             "crashed": True} for e in exercises]
 
 
 def flag_copies(rows, class_, exercises):
@@ -240,6 +250,9 @@ class Report:
     def remember(self, student, digest, rows):
         self.students[student] = {"digest": digest, "rows": rows}
 
+    def forget(self, student):
+        self.students.pop(student, None)
+
     def write(self, files):
         """Write {name: text} and the grading state, each file atomically."""
         for name, text in files.items():
@@ -279,8 +292,14 @@ def csv_text(columns, rows):
 
 
 def _formatted(r):
-    return {**{k: v for k, v in r.items() if k != "seed"}, "points": f"{r['points']:g}",
+    return {**{k: _cell(v) for k, v in r.items() if k != "seed"}, "points": f"{r['points']:g}",
             "max_points": f"{r['max_points']:g}"}
+
+
+def _cell(value):
+    """A text cell a spreadsheet shows as text: one starting with = + - @ would be read as a formula
+    (=HYPERLINK(...) in an error a student's code raised), so it gets a leading quote (OWASP's advice)."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
 
 
 def feedback(rows, student=None):
@@ -304,6 +323,6 @@ def log(rows):
     lines = [f"labkit grading, {time.strftime('%Y-%m-%d %H:%M:%S')}"]
     for student, student_rows in rows.items():
         for r in student_rows:
-            lines.append(f"{student}\t{r['notebook']}\t{r['exercise']}\t{r['points']:g}/{r['max_points']:g}\t"
+            lines.append(f"{one_line(student)}\t{r['notebook']}\t{r['exercise']}\t{r['points']:g}/{r['max_points']:g}\t"
                          f"seed {r.get('seed')}\t{r['message']}")
     return "\n".join(lines) + "\n"

@@ -87,25 +87,34 @@ class Kernel:
             self.pid = _zygote().fork(theirs, {"box": asdict(box), "cells": list(cells), "helpers": dict(helpers)})
         finally:
             theirs.close()
-        self._reply(startup=True)  # {"ready": true}, or the cell's error
+        try:
+            self._reply(startup=True)  # {"ready": true}, or the cell's error
+        except BaseException:  # the caller never gets this kernel to close: stop it here (it may still run)
+            self.close()
+            raise
 
     def request(self, op, **fields):
         """Send a request; its answer's value (plain data), or a KernelError."""
-        try:
-            self.channel.send(wire.encode({"op": op, **fields}))
+        try:  # within the time limit: a kernel that stops reading must not hang the grader in sendall
+            self.channel.send(wire.encode({"op": op, **fields}), timeout=max(self.deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            self._timed_out()
         except OSError:
             raise KernelDied(DIED) from None
         return self._reply().get("value")
+
+    def _timed_out(self):
+        self.close()
+        raise KernelTimeout(f"took longer than the exercise's time limit of {self.timeout:g} s "
+                            f"(a loop that never ends?)") from None
 
     def _reply(self, startup=False):
         left = self.deadline - time.monotonic()
         try:
             message = self.channel.receive(max(left, STARTUP_SECONDS if startup else 0))
         except TimeoutError:
-            self.close()
-            raise KernelTimeout(f"took longer than the exercise's time limit of {self.timeout:g} s "
-                                f"(a loop that never ends?)") from None
-        except EOFError:
+            self._timed_out()
+        except (EOFError, OSError):  # OSError: the kernel closed its end mid-message (a reset connection)
             raise KernelDied(DIED) from None
         except ValueError as err:  # longer than any answer may be
             raise Refused(f"your code's kernel answered with something that is not plain data ({err})") from None
@@ -115,10 +124,10 @@ class Kernel:
             raise Refused(f"your code's kernel answered with something that is not plain data ({err})") from None
         if type(reply) is not dict:
             raise Refused("your code's kernel answered with something that is not a reply")
-        if "error" in reply:
-            raise StudentError(str(reply["error"]))
+        if "error" in reply:  # the kernel's text, forged or not, is cut to a line (grade.py cleans it further)
+            raise StudentError(str(reply["error"])[:400])
         if "refused" in reply:
-            raise Refused(str(reply["refused"]))
+            raise Refused(str(reply["refused"])[:400])
         return reply
 
     def close(self):
@@ -149,8 +158,13 @@ class Channel:
         a, b = socket.socketpair()
         return cls(a), cls(b)
 
-    def send(self, message):
-        self.sock.sendall(struct.pack("!Q", len(message)) + message)
+    def send(self, message, timeout=None):
+        """Send one message; TimeoutError if the other end has not taken it all within `timeout` seconds."""
+        self.sock.settimeout(timeout)  # a limit on the whole sendall (Python >= 3.5), not on each chunk
+        try:
+            self.sock.sendall(struct.pack("!Q", len(message)) + message)
+        finally:
+            self.sock.settimeout(None)
 
     def receive(self, timeout=None, limit=wire.MAX_MESSAGE):
         """The next message; TimeoutError after `timeout` seconds, EOFError if the other end is gone,

@@ -44,13 +44,18 @@ def refusal(source, names, labkit_imports):
         return f"is {len(source):,} characters long; a solution takes a few thousand (a table of answers?)"
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError) as err:
+    except (RecursionError, MemoryError):  # what Python's parser raises for 20,000 nested operators
+        return "is nested too deeply for Python to read"
+    except (SyntaxError, ValueError) as err:
         return f"the cell is not valid Python ({type(err).__name__}: {getattr(err, 'msg', err)})"
-    aliases = _import_aliases(tree)
-    for check in (_imports(tree, labkit_imports), _names_defined(tree, names), _interpreter_access(tree),
-                  _library_changes(tree, aliases)):
-        if check:
-            return check
+    try:
+        aliases = _import_aliases(tree)
+        for check in (_imports(tree, labkit_imports), _names_defined(tree, names), _interpreter_access(tree),
+                      _library_changes(tree, aliases)):
+            if check:
+                return check
+    except (RecursionError, MemoryError):  # 900 nested operators parse, but are too deep to read back
+        return "is nested too deeply for Python to read"
     return None
 
 
@@ -207,11 +212,10 @@ def fingerprint(source):
     """A hash of the solution's code with formatting, comments, docstrings and its own names normalised;
     None if it does not parse. Two solutions with one fingerprint are the same code."""
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
+        tree = _Normalise().visit(ast.parse(source))
+        return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # not Python, or nested too deep to walk
         return None
-    tree = _Normalise().visit(tree)
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
 
 
 class _Normalise(ast.NodeTransformer):

@@ -24,8 +24,9 @@ import math
 
 import torch
 
-MAX_MESSAGE = 256 * 2**20  # bytes: far above any exercise's tensors (a DCGAN at hidden 100 is 7 MB)
+MAX_MESSAGE = 64 * 2**20  # bytes: far above any exercise's tensors (a DCGAN at hidden 100 is 7 MB, 10 in base64)
 MAX_DEPTH = 16
+MAX_TENSORS = 1024  # per message: a DCGAN's state dict has 30; many tiny tensors cost the grader ~16x their bytes
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
           "uint8": torch.uint8, "bool": torch.bool}
@@ -49,6 +50,9 @@ def decode(message):
         plain = json.loads(message.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise NotPlainData(f"not a JSON message ({type(err).__name__})") from None
+    tensors = message.count(b'"tensor"')  # an upper bound on the tensors in it (the key may also sit in a string)
+    if tensors > MAX_TENSORS:
+        raise NotPlainData(f"{tensors:,} tensors in one message; at most {MAX_TENSORS:,}")
     return _from_plain(plain, 0)
 
 
@@ -115,5 +119,5 @@ def _tensor_from_plain(body):
         if body.get("requires_grad") is True and tensor.is_floating_point():
             tensor.requires_grad_(True)
         return tensor
-    except (KeyError, TypeError, ValueError, base64.binascii.Error) as err:
-        raise NotPlainData(f"a malformed tensor ({err})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError, base64.binascii.Error) as err:
+        raise NotPlainData(f"a malformed tensor ({type(err).__name__}: {str(err)[:200]})") from None
