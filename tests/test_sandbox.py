@@ -156,6 +156,14 @@ def test_a_kernel_that_exits_or_never_ends_is_stopped_and_reported(boxes):
     assert time.monotonic() - started < 30
 
 
+def test_a_cell_that_never_ends_is_a_timeout_and_the_clock_starts_with_the_students_code(boxes):
+    """The time limit counts from the box being ready; the CPU limit (limit + 5 s) never fires first."""
+    started = time.monotonic()
+    with pytest.raises(KernelTimeout, match="time limit of 3 s"):
+        Kernel(["while True:\n    pass\n"], {}, boxes.new(3), 3)
+    assert time.monotonic() - started < 30
+
+
 def test_memory_beyond_the_limit_is_an_error_in_the_students_code_not_the_machines(secrets_):
     made = Boxes(list(secrets_), memory_bytes=512 * 2**20)
     code = '''

@@ -9,7 +9,7 @@ grader then asks it questions over a pipe and gets back plain data
 
     grader                                        kernel (student code)
     ------                                        ---------------------
-    Kernel(cells, ...)            -- cells -->    runs them: {"ready"} or {"error": "..."}
+    Kernel(cells, ...)            -- cells -->    boxed: {"started"}; runs them: {"ready"} or {"error": "..."}
     kernel.request("new", ...)    -- request -->  Generator(16, 16)  -> {"value": handle}
     kernel.request("call", ...)   -- request -->  G(z)               -> {"value": <tensor bytes>}
 
@@ -62,6 +62,10 @@ class KernelTimeout(KernelError):
     """The exercise's time limit ran out."""
 
 
+class GradingError(Exception):
+    """A kernel could not be started or boxed: grading's own problem (the student is graded again next run)."""
+
+
 class KernelDied(KernelError):
     """The kernel's process ended (os._exit, a crash, the memory limit) while the grader waited."""
 
@@ -75,12 +79,13 @@ class Kernel:
 
     cells:   the student's source, one string per cell, run in order in one namespace;
     helpers: {"labkit.models": "source"}: the stand-in labkit modules the cells may import from;
-    box:     a sandbox.Box; timeout: seconds for everything this kernel does (its start included).
-    Raises StudentError if a cell raises, KernelTimeout / KernelDied as they happen.
+    box:     a sandbox.Box; timeout: seconds for everything the student's code does in this kernel,
+             counted from when the box is ready (starting the kernel is grading's time, not the student's).
+    Raises StudentError if a cell raises, KernelTimeout / KernelDied as they happen, and
+    GradingError if the kernel could not be started or boxed.
     """
 
     def __init__(self, cells, helpers, box, timeout):
-        self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self.channel, theirs = Channel.pair()
         try:
@@ -88,10 +93,23 @@ class Kernel:
         finally:
             theirs.close()
         try:
-            self._reply(startup=True)  # {"ready": true}, or the cell's error
+            self._started()
+            self.deadline = time.monotonic() + timeout  # the student's cells run from here on
+            self._reply()  # {"ready": true}, or the cell's error
         except BaseException:  # the caller never gets this kernel to close: stop it here (it may still run)
             self.close()
             raise
+
+    def _started(self):
+        """Wait for the kernel to say it is boxed, which it does before any student code runs (so this
+        message cannot be forged). A busy machine gets STARTUP_SECONDS: grading's problem, not the student's."""
+        try:
+            said = wire.decode(self.channel.receive(STARTUP_SECONDS))
+        except (TimeoutError, EOFError, OSError, ValueError, wire.NotPlainData) as err:
+            raise GradingError(f"a kernel did not start within {STARTUP_SECONDS} s ({type(err).__name__})") from None
+        if said != {"started": True}:
+            why = said.get("box_failed", said) if isinstance(said, dict) else said
+            raise GradingError(f"a kernel could not be boxed: {str(why)[:400]}")
 
     def request(self, op, **fields):
         """Send a request; its answer's value (plain data), or a KernelError."""
@@ -108,10 +126,9 @@ class Kernel:
         raise KernelTimeout(f"took longer than the exercise's time limit of {self.timeout:g} s "
                             f"(a loop that never ends?)") from None
 
-    def _reply(self, startup=False):
-        left = self.deadline - time.monotonic()
+    def _reply(self):
         try:
-            message = self.channel.receive(max(left, STARTUP_SECONDS if startup else 0))
+            message = self.channel.receive(max(self.deadline - time.monotonic(), 0))
         except TimeoutError:
             self._timed_out()
         except (EOFError, OSError):  # OSError: the kernel closed its end mid-message (a reset connection)
@@ -275,9 +292,9 @@ def run(sock, box, cells, helpers):
         _stand_in_labkit(helpers)
         torch.set_num_threads(1)
     except BaseException as err:
-        _send(channel, {"error": f"grading could not box the kernel ({type(err).__name__}: {err}); "
-                                 f"this is a grading problem, not yours"})
+        _send(channel, {"box_failed": f"{type(err).__name__}: {err}"})
         os._exit(3)
+    _send(channel, {"started": True})  # before the student's code: the grader's clock starts here
     Server(channel).serve(cells)
     os._exit(0)
 
