@@ -251,15 +251,37 @@ forge({"dict": {"ready": True}})  # "ready" before the kernel itself says so; th
 '''
 
 
+def processes_left(pid, seconds=10):
+    """The processes still alive, after up to `seconds`, of the kernel the grader knows as `pid`: at the root
+    level every process of a kernel runs as its own user id, FIRST_UID + pid."""
+    uid = str(sandbox.FIRST_UID + pid)
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            except OSError:
+                continue
+            if fields.get("Uid", "").split()[:1] == [uid] and fields.get("State", "").split()[:1] != ["Z"]:
+                left.append(status.parent.name)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 def test_a_kernel_that_stops_reading_times_out_instead_of_hanging_the_grader(boxes):
     import torch
 
     started = time.monotonic()
     with pytest.raises(KernelTimeout, match="time limit of 3 s"):
         with Kernel([FORGE + "time.sleep(10**6)\n"], {}, boxes.new(3), 3) as kernel:
+            pid = kernel.pid
             big = torch.zeros(16 * 2**20 // 4)  # 16 MB (22 in base64): more than the socket's buffers hold
             kernel.request("call", target="probe", args=[big], kwargs={}, what="probe()")
     assert time.monotonic() - started < 30
+    if LEVEL == "root":  # the sleeping student code dies with the kernel (its own user id shows it)
+        assert processes_left(pid) == []
 
 
 def test_a_kernel_that_forges_ready_and_exits_is_the_students_fault_not_a_crash(boxes):

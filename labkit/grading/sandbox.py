@@ -32,6 +32,7 @@ bind mounts), without needing bubblewrap installed.
 
 import ctypes
 import os
+import select
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -129,17 +130,25 @@ def _namespaces(box):
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"0 {uid} 1")
         _write("/proc/self/gid_map", f"0 {gid} 1")
+    alive_r, alive_w = os.pipe()  # its write end closes when the outer process dies, however it dies
     child = os.fork()  # the first process of the new PID namespace
     if child:
+        os.close(alive_r)
         signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGKILL))
         _, status = os.waitpid(child, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # killed with the process the grader holds
+    os.close(alive_w)
     _mount_root(box)
     if box.level == "root":  # a user id of its own (no two live kernels share a process id), no groups
         os.setgroups([])
         os.setgid(FIRST_UID + outer_pid)
         os.setuid(FIRST_UID + outer_pid)
+    # Killed with the process the grader holds (and with it every process of the namespace). Set after the
+    # user id changes, which clear it; then the pipe tells whether the outer process died before it was set.
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([alive_r], [], [], 0)[0]:
+        os._exit(1)
+    os.close(alive_r)
 
 
 def _mount_root(box):
