@@ -296,3 +296,53 @@ def test_a_forged_error_reaches_the_grader_as_one_short_message(boxes):
         Kernel([FORGE.replace('{"dict": {"ready": True}}', '{"dict": {"error": "A" * 5_000_000}}')
                 + "time.sleep(10)\n"], {}, boxes.new(20), 20)
     assert len(str(raised.value)) <= 400
+
+
+@pytest.mark.skipif(LEVEL != "root", reason="a kernel's processes are told apart by their own user id only "
+                                            "at the root level (Linux, as root: CI)")
+def test_a_grader_killed_outright_leaves_no_kernel_running(tmp_path):
+    """SIGKILL to the grading process (an instructor's kill -9, the OOM killer): its zygote sees the socket
+    close and exits, and every kernel dies with the zygote, even one whose student code sleeps forever."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, time\n"
+        "from labkit.grading.grade import Boxes\n"
+        "from labkit.grading.kernel import Kernel\n"
+        f"boxes = Boxes([{str(tmp_path)!r}])\n"
+        "cells = ['import time\\ntime.sleep(10**6)\\n']\n"
+        "threading.Thread(target=Kernel, args=(cells, {}, boxes.new(600), 600), daemon=True).start()\n"
+        "time.sleep(5)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n")
+    grader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert grader.stdout.readline().strip() == "started"
+    zygotes = _children(grader.pid)
+    outer = [child for zygote in zygotes for child in _children(zygote)]  # the processes the grader knows
+    kernels = [p for p in Path("/proc").glob("[0-9]*") if _field(p, "Uid:") in
+               {str(sandbox.FIRST_UID + pid) for pid in outer}] + [Path(f"/proc/{pid}") for pid in outer]
+    assert zygotes and outer and len(kernels) > len(outer), "no kernel was running"
+    grader.send_signal(signal.SIGKILL)
+    grader.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in kernels) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p.name for p in kernels if _alive(p)]
+
+
+def _field(proc, name):
+    """The first value of a line of /proc/PID/status ("Uid:", "PPid:", "State:"); None if it is gone."""
+    try:
+        return next(line for line in (proc / "status").read_text().splitlines() if line.startswith(name)).split()[1]
+    except (OSError, StopIteration, IndexError):
+        return None
+
+
+def _children(pid):
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _field(p, "PPid:") == str(pid)]
+
+
+def _alive(proc):
+    return _field(proc, "State:") not in (None, "Z")

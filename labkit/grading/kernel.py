@@ -261,8 +261,10 @@ def zygote(fd):
             return
         header += Channel(control)._exactly(8 - len(header), None)
         job = json.loads(Channel(control)._exactly(struct.unpack("!Q", header)[0], None))
+        zygote_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
+            sandbox.die_with_parent(zygote_pid)  # the zygote exits when the grader is gone, however it went
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             run(socket.socket(fileno=fds[0]), sandbox.Box(**job["box"]), job["cells"], job["helpers"])

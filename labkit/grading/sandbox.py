@@ -206,6 +206,14 @@ def _address_space():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def die_with_parent(parent_pid):
+    """Have the kernel killed when `parent_pid` (its zygote) ends (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
