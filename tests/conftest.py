@@ -2,10 +2,21 @@
 with MNIST/raw (CI points it at ../shared/data), or let torchvision download it
 into ./data once."""
 
+import hashlib
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+
+
+def tree_digest(*folders):
+    """One hash of every path and file's bytes under `folders`: equal before and after means nothing changed."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            digest.update(str(path).encode() + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ folder, so that a grading that failed to box a kernel could not harm the reposit
 """
 
 import csv
-import hashlib
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import tree_digest
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 EXERCISES = {"dcgan_networks": "01_train_dcgan.ipynb", "gan_losses": "01_train_dcgan.ipynb",
@@ -36,14 +36,6 @@ def labkit(*args, timeout=1800):
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def tree_digest(*folders):
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*")):
-            digest.update(str(path).encode() + (path.read_bytes() if path.is_file() else b""))
-    return digest.hexdigest()
 
 
 def cell(nb, grade_id):

@@ -6,13 +6,13 @@ reaches ctypes). On Linux as root (CI) the kernel runs at the "root" level;
 tests that need namespaces are skipped, with the reason, elsewhere.
 """
 
-import hashlib
 import os
 import socket
 import time
 from pathlib import Path
 
 import pytest
+from conftest import tree_digest
 
 from labkit.grading import sandbox
 from labkit.grading.grade import Boxes
@@ -44,14 +44,6 @@ def probe(boxes, code, timeout=60):
     """Run `code` (which defines probe()) in a kernel; probe()'s result, or the kernel's error."""
     with Kernel([code], {}, boxes.new(timeout), timeout) as kernel:
         return kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")["output"]
-
-
-def tree_digest(*folders):
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*")):
-            digest.update(str(path).encode() + (path.read_bytes() if path.is_file() else b""))
-    return digest.hexdigest()
 
 
 TRY_FILES = '''

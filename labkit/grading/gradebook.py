@@ -79,9 +79,10 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
     for submission in class_:
         digest = submission.digest(source_digest)
         rows[submission.student] = results.get(submission.student) or report.cached(submission.student, digest)
-        report.remember(submission.student, digest, rows[submission.student])
         if any(r.get("crashed") for r in rows[submission.student]):
             report.forget(submission.student)  # graded again next time
+        else:
+            report.remember(submission.student, digest, rows[submission.student])
     flag_copies(rows, class_, exercises)
     report.write(report_files(rows, single))
     _summarise(rows, single, len(todo), time.time() - started, out)
