@@ -25,6 +25,8 @@ import copy
 import json
 from pathlib import Path
 
+from . import secret
+
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
 
@@ -132,6 +134,9 @@ def release(out, source=None, force=False):
         points += sum(p for _, p in exercises(nb))
     print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {count} exercises, "
           f"{points:g} points")
+    if secret.make(paths[0].parent):
+        print(f"labkit: made the grading secret {secret.path(paths[0].parent)}, where the hidden checks' inputs "
+              f"come from: keep it, never hand it out (docs/grading.md)")
     return 0
 
 
