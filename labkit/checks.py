@@ -98,8 +98,8 @@ def dcgan_networks(Generator, Discriminator):
     torch.manual_seed(SEED)
     for latent, hidden, expected in ((16, 16, 57_937), (100, 16, 143_953)):
         G = Generator(latent, hidden)
-        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {shown(count(G), ',')} parameters; the course's "
-                                      f"has {expected:,}")
+        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {shown(count(G), ',')} parameters; the "
+                                      f"course's has {expected:,}")
         ok(f"Generator({latent}, {hidden}) has {expected:,} parameters")
     G, D = Generator(16, 16), Discriminator(16)
     assert count(D) == count(DCGANDiscriminator(16)), \

@@ -73,6 +73,10 @@ def edits(source):
         "an unused import": "import math\nimport numpy as np\n" + source,
         "a renamed module alias": source.replace("import torch.nn.functional as F", "import torch.nn.functional as nnf")
                                         .replace("F.", "nnf."),
+        "a line inserted": source.replace("    n = real_logits.numel()\n", "    n = real_logits.numel()\n    assert n > 0\n"),
+        "one function copied, the other written anew": source.replace(
+            "    target = torch.full_like(fake_logits, 1.0)\n    return F.binary_cross_entropy_with_logits(fake_logits, "
+            "target)", "    return -F.logsigmoid(fake_logits).mean()"),
         "all of them at once": "import math\n" + _swapped(source).replace("import torch.nn.functional as F",
                                                                            "from torch.nn import functional as G")
                                                    .replace("F.", "G.").replace("per[:n].mean() + per[n:].mean()",
@@ -143,7 +147,8 @@ def test_two_independent_correct_networks_are_not_flagged(exercises):
 
 
 @pytest.mark.parametrize("edit", ["renamed identifiers", "reordered definitions", "commuted operands",
-                                  "an unused import", "a renamed module alias", "all of them at once"])
+                                  "an unused import", "a renamed module alias", "a line inserted",
+                                  "one function copied, the other written anew", "all of them at once"])
 def test_a_copy_with_a_trivial_edit_is_flagged_among_honest_students(exercises, edit):
     e = exercises["gan_losses"]
     alice = filled(e.stub, *ALICE)
@@ -151,7 +156,7 @@ def test_a_copy_with_a_trivial_edit_is_flagged_among_honest_students(exercises, 
     assert copy != alice
     class_ = {f"honest-{i}": filled(e.stub, *bodies) for i, bodies in enumerate(HONEST_LOSSES[:5])}
     found = copies.similar_pairs({**class_, "alice": alice, "bob": copy}, (e.reference, e.stub))
-    assert list(found) == [("alice", "bob")] and found["alice", "bob"] > 0.9, found
+    assert list(found) == [("alice", "bob")] and found["alice", "bob"] > 0.8, found
 
 
 def test_a_copy_with_the_networks_attribute_renamed_is_flagged(exercises):

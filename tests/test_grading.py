@@ -238,7 +238,8 @@ def test_a_class_of_30_is_graded_in_one_command_and_no_cheat_earns_a_point(cours
 
     # Copies: flagged, points kept.
     by = {(r["student"], r["exercise"]): r for r in rows}
-    assert by["copy-a", "gan_losses"]["copy_of"] == "copy-b (1.00)" and by["copy-b", "gan_losses"]["copy_of"] == "copy-a (1.00)"
+    assert by["copy-a", "gan_losses"]["copy_of"] == "copy-b (1.00)"
+    assert by["copy-b", "gan_losses"]["copy_of"] == "copy-a (1.00)"
     assert by["right-1", "vae_pieces"]["copy_of"] == ""  # the reference is what every right answer is near: no evidence
     assert by["blank-1", "vae_pieces"]["copy_of"] == "" and by["copy-a", "gan_losses"]["points"] == "2"
 

@@ -161,10 +161,11 @@ def numbers(text):
                         generator_loss=step.generator_loss)),
     ("vae_pieces", dict(reparameterize=models.reparameterize, kl_divergence=models.kl_divergence,
                         vae_loss=lambda *a: models.vae_loss(*a) + 0.25)),
-    ("vae_pieces", dict(reparameterize=models.reparameterize, kl_divergence=lambda m, lv: models.kl_divergence(m, lv)[:-1],
-                        vae_loss=models.vae_loss)),
+    ("vae_pieces", dict(reparameterize=models.reparameterize, vae_loss=models.vae_loss,
+                        kl_divergence=lambda m, lv: models.kl_divergence(m, lv)[:-1])),
     ("rebalancing_rule", dict(update_discriminator=lambda *a, **k: "step 17, loss 0.731")),
-    ("dcgan_networks", dict(Generator=lambda z, h: models.DCGANGenerator(z, h + 3), Discriminator=models.DCGANDiscriminator)),
+    ("dcgan_networks", dict(Generator=lambda z, h: models.DCGANGenerator(z, h + 3),
+                            Discriminator=models.DCGANDiscriminator)),
 ])
 def test_a_failing_check_shows_no_value_the_inputs_or_the_code_made(exercises, exercise, names):
     """Every number in a grading's message is one the public checks' source spells out (a fixed size, a

@@ -88,7 +88,8 @@ class _Names(ast.NodeTransformer):
     def visit_Import(self, node):
         node.names = [a for a in node.names if (a.asname or a.name.split(".")[0]) in self.used]
         for alias in node.names:
-            self.modules[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+            top = alias.name.split(".")[0]  # `import torch.nn` binds torch; `import torch.nn as tnn`, torch.nn
+            self.modules[alias.asname or top] = alias.name if alias.asname else top
             alias.asname = None
         return node if node.names else None
 
@@ -224,7 +225,8 @@ def flag(rows, class_, exercises):
     for exercise in exercises:
         key = (exercise.notebook, exercise.name)
         solutions = {s.student: "\n\n".join(s.cells[key]) for s in class_ if key in s.cells}
-        solutions = {student: source for student, source in solutions.items() if source.strip() != exercise.stub.strip()}
+        solutions = {student: source for student, source in solutions.items()
+                     if source.strip() != exercise.stub.strip()}  # a student who left the stub is not compared
         found = {}
         for (a, b), similarity in similar_pairs(solutions, (exercise.reference, exercise.stub)).items():
             found.setdefault(a, []).append((similarity, b))
