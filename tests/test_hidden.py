@@ -177,6 +177,17 @@ def test_a_failing_check_shows_no_value_the_inputs_or_the_code_made(exercises, e
         assert "another" in found.message or not numbers(found.message) - {"1", "0"}, found.message
 
 
+def test_a_secret_that_cannot_be_made_is_one_line_that_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(secret.ENVIRONMENT, raising=False)
+    with pytest.raises(ValueError, match="cannot write the grading secret .* set LABKIT_GRADING_SECRET"):
+        secret.load(tmp_path / "no such folder")
+    (tmp_path / secret.FILE).write_text("short\n")
+    with pytest.raises(ValueError, match="holds no secret"):
+        secret.load(tmp_path)
+    monkeypatch.setenv(secret.ENVIRONMENT, "e" * 64)
+    assert secret.load(tmp_path / "no such folder") == b"e" * 64
+
+
 def test_the_inputs_depend_on_the_student_and_the_exercise_and_nothing_else():
     key = b"k" * 64
     a = secret.seed(key, "alice", "05_latent_interpolation.ipynb", "interpolation")

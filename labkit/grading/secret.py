@@ -45,6 +45,9 @@ def make(notebooks):
         fd = os.open(path(notebooks), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
+    except OSError as err:
+        raise ValueError(f"cannot write the grading secret {path(notebooks)} ({err.strerror}); make that folder "
+                         f"writable, or set {ENVIRONMENT} (docs/grading.md, Hidden inputs)") from None
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32) + "\n")
     return True
