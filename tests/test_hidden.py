@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import analysis, checks, models, step
+from labkit import checks, solutions
 from labkit.grading import grade, secret
 from labkit.grading.assignment import lab_notebooks, read_notebook
 
@@ -59,7 +59,7 @@ def fixed_answers():
     known = {}
     for args, kwargs in public + hidden:
         every, ratio = kwargs.get("every", 1), kwargs.get("pause_ratio", 0.0)
-        known[(*args, every, ratio)] = step.update_discriminator(*args, every, ratio)
+        known[(*args, every, ratio)] = solutions.update_discriminator(*args, every, ratio)
     assert len(public + hidden) == 57
     return known
 
@@ -108,16 +108,16 @@ def rule_with(mistake):
 
 
 def test_the_reference_passes_the_hidden_checks_on_every_seed(exercises):
-    cheap = {"rebalancing_rule": dict(update_discriminator=step.update_discriminator),
-             "gan_losses": dict(discriminator_loss=step.discriminator_loss, generator_loss=step.generator_loss),
-             "interpolation": dict(interpolation_latents=analysis.interpolation_latents, slerp=analysis.slerp),
-             "vae_pieces": dict(reparameterize=models.reparameterize, kl_divergence=models.kl_divergence,
-                                vae_loss=models.vae_loss)}
+    cheap = {"rebalancing_rule": dict(update_discriminator=solutions.update_discriminator),
+             "gan_losses": dict(discriminator_loss=solutions.discriminator_loss, generator_loss=solutions.generator_loss),
+             "interpolation": dict(interpolation_latents=solutions.interpolation_latents, slerp=solutions.slerp),
+             "vae_pieces": dict(reparameterize=solutions.reparameterize, kl_divergence=solutions.kl_divergence,
+                                vae_loss=solutions.vae_loss)}
     for name, names in cheap.items():
         for seed in SEEDS:
             assert verdict(exercises[name], seed, **names).passed, (name, seed)
-    networks = {"dcgan_networks": dict(Generator=models.DCGANGenerator, Discriminator=models.DCGANDiscriminator),
-                "mlp_networks": dict(MLPGenerator=models.MLPGenerator, MLPDiscriminator=models.MLPDiscriminator)}
+    networks = {"dcgan_networks": dict(Generator=solutions.DCGANGenerator, Discriminator=solutions.DCGANDiscriminator),
+                "mlp_networks": dict(MLPGenerator=solutions.MLPGenerator, MLPDiscriminator=solutions.MLPDiscriminator)}
     for name, names in networks.items():
         for seed in SEEDS[:10]:
             assert verdict(exercises[name], seed, **names).passed, (name, seed)
@@ -130,14 +130,14 @@ def test_the_reference_passes_the_hidden_checks_on_every_seed(exercises):
     ("rebalancing_rule", dict(update_discriminator=rule_with("ignores every")), "D (should|must) skip"),
     ("rebalancing_rule", dict(update_discriminator=rule_with("ignores a missing loss_G")),
      "loss_G=None.*D should update|^D must update when G has no loss yet"),
-    ("gan_losses", dict(discriminator_loss=memory_d_loss, generator_loss=step.generator_loss),
+    ("gan_losses", dict(discriminator_loss=memory_d_loss, generator_loss=solutions.generator_loss),
      "^the loss overflows or is clamped for large logits"),
-    ("gan_losses", dict(discriminator_loss=step.discriminator_loss, generator_loss=memory_g_loss),
+    ("gan_losses", dict(discriminator_loss=solutions.discriminator_loss, generator_loss=memory_g_loss),
      "^the loss overflows or is clamped for large logits"),
-    ("interpolation", dict(interpolation_latents=analysis.interpolation_latents, slerp=naive_slerp),
+    ("interpolation", dict(interpolation_latents=solutions.interpolation_latents, slerp=naive_slerp),
      "^slerp of two parallel codes gives NaN"),
-    ("vae_pieces", dict(reparameterize=models.reparameterize, kl_divergence=models.kl_divergence,
-                        vae_loss=lambda *a: models.vae_loss(*a) * a[0].shape[0]), "batch"),
+    ("vae_pieces", dict(reparameterize=solutions.reparameterize, kl_divergence=solutions.kl_divergence,
+                        vae_loss=lambda *a: solutions.vae_loss(*a) * a[0].shape[0]), "batch"),
 ])
 def test_each_hidden_check_catches_its_mistake_on_every_seed(exercises, exercise, names, message):
     for seed in SEEDS:
@@ -157,15 +157,15 @@ def numbers(text):
 
 
 @pytest.mark.parametrize("exercise, names", [
-    ("gan_losses", dict(discriminator_loss=lambda r, f: step.discriminator_loss(r, f) * 1.5,
-                        generator_loss=step.generator_loss)),
-    ("vae_pieces", dict(reparameterize=models.reparameterize, kl_divergence=models.kl_divergence,
-                        vae_loss=lambda *a: models.vae_loss(*a) + 0.25)),
-    ("vae_pieces", dict(reparameterize=models.reparameterize, vae_loss=models.vae_loss,
-                        kl_divergence=lambda m, lv: models.kl_divergence(m, lv)[:-1])),
+    ("gan_losses", dict(discriminator_loss=lambda r, f: solutions.discriminator_loss(r, f) * 1.5,
+                        generator_loss=solutions.generator_loss)),
+    ("vae_pieces", dict(reparameterize=solutions.reparameterize, kl_divergence=solutions.kl_divergence,
+                        vae_loss=lambda *a: solutions.vae_loss(*a) + 0.25)),
+    ("vae_pieces", dict(reparameterize=solutions.reparameterize, vae_loss=solutions.vae_loss,
+                        kl_divergence=lambda m, lv: solutions.kl_divergence(m, lv)[:-1])),
     ("rebalancing_rule", dict(update_discriminator=lambda *a, **k: "step 17, loss 0.731")),
-    ("dcgan_networks", dict(Generator=lambda z, h: models.DCGANGenerator(z, h + 3),
-                            Discriminator=models.DCGANDiscriminator)),
+    ("dcgan_networks", dict(Generator=lambda z, h: solutions.DCGANGenerator(z, h + 3),
+                            Discriminator=solutions.DCGANDiscriminator)),
 ])
 def test_a_failing_check_shows_no_value_the_inputs_or_the_code_made(exercises, exercise, names):
     """Every number in a grading's message is one the public checks' source spells out (a fixed size, a
@@ -284,7 +284,7 @@ def test_the_first_release_makes_the_secret_and_no_release_holds_it(course):
 
 
 def graded(submissions, report, source, **env):
-    done = subprocess.run([sys.executable, "-m", "labkit.machinery.cli", "assignment", "grade", submissions, "--out",
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "assignment", "grade", submissions, "--out",
                            report, "--source", source, "--jobs", "1", "--timeout", "60"], capture_output=True,
                           text=True, env={**os.environ, "LABKIT_PROFILE": "smoke", **env}, timeout=1800)
     assert done.returncode == 0, done.stderr

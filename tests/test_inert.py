@@ -44,14 +44,14 @@ def test_a_student_named_and_raising_markup_gets_inert_reports(tmp_path):
     """A real grading: a student folder named like a formula and like HTML, whose cell raises markup."""
     source, release = tmp_path / "instructor", tmp_path / "release"
     shutil.copytree(Path(__file__).parents[1] / "notebooks", source, ignore=shutil.ignore_patterns(".labkit-*"))
-    done = subprocess.run([sys.executable, "-m", "labkit.machinery.cli", "assignment", "release", "--out", release,
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "assignment", "release", "--out", release,
                            "--source", source], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     name = "\t=HYPERLINK(\"http:evil\") <img src=x onerror=alert(1)>"
     raising = "def update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0):\n    pass\n\n" \
               f"raise ValueError({HOSTILE!r})\n"
     submit(tmp_path / "class" / name, release / "notebooks", {"rebalancing_rule": raising})
-    done = subprocess.run([sys.executable, "-m", "labkit.machinery.cli", "assignment", "grade", tmp_path / "class",
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "assignment", "grade", tmp_path / "class",
                            "--out", tmp_path / "report", "--source", source, "--jobs", "1"],
                           capture_output=True, text=True, env={**os.environ, "LABKIT_PROFILE": "smoke"})
     assert done.returncode == 0, done.stderr
