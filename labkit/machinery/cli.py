@@ -26,6 +26,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..grading.instructor import add_parsers as add_instructor_parsers
+
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
@@ -212,6 +214,8 @@ def cmd_assignment(args):
     except ImportError:
         raise ValueError("labkit assignment needs nbgrader: install labkit with its dev tools, "
                          "pip install -e \".[dev]\"") from None
+    if getattr(args, "run", None):  # collect, review, export (labkit/grading/instructor.py)
+        return args.run(args)
     if args.action == "release":
         from ..grading import assignment
 
@@ -311,6 +315,7 @@ def _assignment_parser(p):
     g.add_argument("--timeout", type=float, default=120,
                    help="seconds each exercise's code may run before it scores 0 (default: %(default)g)")
     g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
+    add_instructor_parsers(actions)
     return cmd_assignment
 
 
