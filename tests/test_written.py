@@ -102,3 +102,31 @@ def test_grading_lists_written_questions_to_review_and_takes_nbgrader_ids(tmp_pa
     assert shown["outputs"] == []  # the release has no outputs; none are invented
     assert re.search(r"\d{4}-\d\d-\d\dT", json.loads((tmp_path / "report" / "written" / "questions.json")
                                                      .read_text())["submitted"]["ada"])
+
+
+def worked_example():
+    """The two cells of docs/instructors.md's worked example: (solution cell, grade cell) sources."""
+    text = (Path(__file__).parents[1] / "docs" / "instructors.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text.split("A worked example")[1], re.S)[:2]
+    return [block.split("\n", 1)[1] for block in blocks]  # without the comment that says which cell it is
+
+
+def test_the_worked_example_of_the_instructors_guide_grades_right_and_wrong(tmp_path):
+    from course import KERNEL, marked
+
+    solution, check = worked_example()
+    nb = nbformat.v4.new_notebook(metadata=KERNEL, cells=[
+        marked(nbformat.v4.new_code_cell(solution), "d_accuracy_solution", solution=True),
+        marked(nbformat.v4.new_code_cell(check), "d_accuracy", grade=True, locked=True, points=1)])
+    source = tmp_path / "instructor"
+    source.mkdir()
+    nbformat.write(nb, str(source / "02_curves.ipynb"))
+    for student, body in [("right", solution), ("wrong", solution.replace("(fake_logits < 0)", "(fake_logits > 0)"))]:
+        (tmp_path / "class" / student).mkdir(parents=True)
+        nb.cells[0].source = body
+        nbformat.write(nb, str(tmp_path / "class" / student / "02_curves.ipynb"))
+    done = labkit("assignment", "grade", tmp_path / "class", "--out", tmp_path / "report", "--source", source,
+                  "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    rows = {r["student"]: r for r in read_csv(tmp_path / "report" / "gradebook.csv")}
+    assert rows["right"]["points"] == "1" and rows["wrong"]["points"] == "0", rows

@@ -64,7 +64,7 @@ class Grade:
 
     @property
     def unreviewed(self):
-        return sum(r["kind"] == "written" and r.get("marked") is False for r in self.rows)
+        return sum(r["kind"] == "written" and r.get("detail") == "not reviewed yet" for r in self.rows)
 
 
 def read_gradebook(reports):
