@@ -1,7 +1,7 @@
 """The public checks of the lab's exercises: each says what it checked, or what is wrong and how to look.
 
-Every check compares a student's piece with labkit's reference (labkit.models,
-labkit.step, labkit.analysis) on the same inputs. A passing check prints one
+Every check compares a student's piece with labkit's reference answer
+(labkit/solutions/) on the same inputs. A passing check prints one
 line per property; a failing one raises AssertionError with a message meant
 for the student. The instructor's notebooks add hidden checks after these.
 
@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from . import solutions as answers
 from .models import count_parameters as count
 
 SEED = 0  # the inputs' seed; grading draws a new one for every exercise
@@ -68,8 +69,6 @@ def module_types(model):
 
 def dcgan_networks(Generator, Discriminator):
     """The course's DCGAN generator and discriminator."""
-    from .models import DCGANDiscriminator, DCGANGenerator
-
     torch.manual_seed(SEED)
     for latent, hidden, expected in ((16, 16, 57_937), (100, 16, 143_953)):
         G = Generator(latent, hidden)
@@ -77,8 +76,8 @@ def dcgan_networks(Generator, Discriminator):
                                       f"has {expected:,}")
         ok(f"Generator({latent}, {hidden}) has {expected:,} parameters")
     G, D = Generator(16, 16), Discriminator(16)
-    assert count(D) == count(DCGANDiscriminator(16)), \
-        f"Discriminator(16) has {count(D):,} parameters; the course's has {count(DCGANDiscriminator(16)):,}"
+    assert count(D) == count(answers.DCGANDiscriminator(16)), \
+        f"Discriminator(16) has {count(D):,} parameters; the course's has {count(answers.DCGANDiscriminator(16)):,}"
     ok(f"Discriminator(16) has {count(D):,} parameters")
     z = torch.randn(8, 16)
     with torch.no_grad():
@@ -92,20 +91,18 @@ def dcgan_networks(Generator, Discriminator):
         assert torch.allclose(torch.sigmoid(D.logits(images)), p, atol=1e-6), \
             "D.logits(x) must be D's score before its final Sigmoid: sigmoid(D.logits(x)) == D(x)"
         ok("D gives one probability in (0, 1) per image, and logits before its Sigmoid")
-    same_function(Generator(16, 16), DCGANGenerator(16, 16), z, "your Generator")
-    same_function(Discriminator(16), DCGANDiscriminator(16), torch.rand(8, 1, 32, 32) * 2 - 1, "your Discriminator")
+    same_function(Generator(16, 16), answers.DCGANGenerator(16, 16), z, "your Generator")
+    same_function(Discriminator(16), answers.DCGANDiscriminator(16), torch.rand(8, 1, 32, 32) * 2 - 1, "your Discriminator")
     ok("with the same weights, both compute what the course's networks compute")
     print("All public checks passed.")
 
 
 def gan_losses(discriminator_loss, generator_loss):
     """The step's two losses, from D's logits."""
-    from . import step
-
     torch.manual_seed(SEED)
     real, fake = torch.randn(64) * 3, torch.randn(64) * 3
-    for name, mine, ref in (("discriminator_loss", discriminator_loss(real, fake), step.discriminator_loss(real, fake)),
-                            ("generator_loss", generator_loss(fake), step.generator_loss(fake))):
+    for name, mine, ref in (("discriminator_loss", discriminator_loss(real, fake), answers.discriminator_loss(real, fake)),
+                            ("generator_loss", generator_loss(fake), answers.generator_loss(fake))):
         assert torch.is_tensor(mine) and mine.dim() == 0, \
             f"{name} must return one number (a 0-d tensor), the batch mean"
         assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-6), \
@@ -120,14 +117,14 @@ def gan_losses(discriminator_loss, generator_loss):
     sure_real, sure_fake = torch.full((4,), 200.0, requires_grad=True), torch.full((4,), -200.0, requires_grad=True)
     for name, got, want in (
             ("discriminator_loss (D sure and right)", discriminator_loss(sure_real, sure_fake),
-             step.discriminator_loss(sure_real, sure_fake)),
+             answers.discriminator_loss(sure_real, sure_fake)),
             ("discriminator_loss (D sure and wrong)", discriminator_loss(-sure_real, -sure_fake),
-             step.discriminator_loss(-sure_real, -sure_fake))):
+             answers.discriminator_loss(-sure_real, -sure_fake))):
         assert math.isfinite(got.item()), (
             f"{name} is infinite or NaN for probabilities of exactly 0 and 1 (logits of +-200): {logits}")
         assert math.isclose(got.item(), want.item(), rel_tol=1e-4, abs_tol=1e-4), \
             clamped.format(got=got.item(), want=want.item()).replace("gives", f"{name} gives", 1)
-    loss_g, want = generator_loss(sure_fake), step.generator_loss(sure_fake.detach())
+    loss_g, want = generator_loss(sure_fake), answers.generator_loss(sure_fake.detach())
     assert math.isfinite(loss_g.item()), (
         f"generator_loss is infinite or NaN where D is sure G's images are fake (probability exactly 0): {logits}")
     assert loss_g.item() > 1, ("generator_loss is about 0 where D rejects every fake: that is the saturating loss "
@@ -150,8 +147,6 @@ def gan_losses(discriminator_loss, generator_loss):
 
 def rebalancing_rule(update_discriminator):
     """update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0)."""
-    from .step import update_discriminator as reference
-
     cases = [((1, 0.5, None), {}), ((2, 0.5, 1.0), {}),  # the course: D updates every step
              ((1, 0.5, None), {"every": 2}), ((2, 0.5, 1.0), {"every": 2}), ((3, 0.5, 1.0), {"every": 2}),
              ((4, 0.5, 1.0), {"every": 2}),
@@ -159,7 +154,7 @@ def rebalancing_rule(update_discriminator):
              ((5, 0.9, 1.0), {"pause_ratio": 0.8}),  # 0.9 >= 0.8: update
              ((1, 0.1, None), {"pause_ratio": 0.8})]  # no G loss yet at step 1: update
     for args, kwargs in cases:
-        got, want = update_discriminator(*args, **kwargs), reference(*args, **kwargs)
+        got, want = update_discriminator(*args, **kwargs), answers.update_discriminator(*args, **kwargs)
         assert bool(got) == want, (f"update_discriminator(step={args[0]}, loss_D={args[1]}, loss_G={args[2]}"
                                    f"{''.join(f', {k}={v}' for k, v in kwargs.items())}) returned {got}; "
                                    f"D should {'update' if want else 'skip'} at that step")
@@ -175,27 +170,25 @@ def rebalancing_rule(update_discriminator):
 
 def interpolation(interpolation_latents, slerp):
     """interpolation_latents(z1, z2, start, stop, steps, method) and slerp(z1, z2, t)."""
-    from . import analysis
-
     torch.manual_seed(SEED)
     z1, z2 = torch.randn(3, 16), torch.randn(3, 16)
     for start, stop, steps in ((0.0, 1.0, 5), (-1.0, 2.0, 7)):
         mine = interpolation_latents(z1, z2, start, stop, steps, "linear")
-        ref = analysis.interpolation_latents(z1, z2, start, stop, steps, "linear")
+        ref = answers.interpolation_latents(z1, z2, start, stop, steps, "linear")
         assert tuple(mine.shape) == tuple(ref.shape), \
             f"codes have shape {tuple(mine.shape)}; expected {tuple(ref.shape)} (pairs, steps, latent)"
         assert torch.allclose(mine, ref, atol=1e-5), \
             f"the linear codes over [{start}, {stop}] are not (1 - l) z1 + l z2"
     ok("linear codes (1 - l) z1 + l z2 over [0, 1] and [-1, 2], shape (pairs, steps, latent)")
     t = torch.tensor([[0.0], [0.25], [1.0]])
-    mine, ref = slerp(z1, z2, t), analysis.slerp(z1, z2, t)
+    mine, ref = slerp(z1, z2, t), answers.slerp(z1, z2, t)
     assert torch.allclose(mine, ref, atol=1e-4), "slerp(z1, z2, t) does not follow the great circle from z1 to z2"
     assert torch.allclose(slerp(z1, z2, torch.zeros(3, 1)), z1, atol=1e-5) and \
         torch.allclose(slerp(z1, z2, torch.ones(3, 1)), z2, atol=1e-5), \
         "slerp must start at z1 (t=0) and end at z2 (t=1)"
     ok("slerp starts at z1, ends at z2 and follows the great circle between them")
     mine = interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp")
-    assert torch.allclose(mine, analysis.interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp"), atol=1e-4), \
+    assert torch.allclose(mine, answers.interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp"), atol=1e-4), \
         "interpolation_latents(..., method='slerp') must use slerp for every step"
     ok("method='slerp' walks the same steps along the great circle")
     print("All public checks passed.")
@@ -207,13 +200,11 @@ def interpolation(interpolation_latents, slerp):
 
 def mlp_networks(MLPGenerator, MLPDiscriminator):
     """The MLP GAN's generator, and its discriminator with and without BatchNorm."""
-    from . import models
-
     torch.manual_seed(SEED)
     G, D = MLPGenerator(16), MLPDiscriminator()
-    for mine, ref, what in ((G, models.MLPGenerator(16), "MLPGenerator(16)"),
-                            (D, models.MLPDiscriminator(), "MLPDiscriminator()"),
-                            (MLPDiscriminator(batch_norm=True), models.MLPDiscriminator(batch_norm=True),
+    for mine, ref, what in ((G, answers.MLPGenerator(16), "MLPGenerator(16)"),
+                            (D, answers.MLPDiscriminator(), "MLPDiscriminator()"),
+                            (MLPDiscriminator(batch_norm=True), answers.MLPDiscriminator(batch_norm=True),
                              "MLPDiscriminator(batch_norm=True)")):
         assert count(mine) == count(ref), f"{what} has {count(mine):,} parameters; the course's has {count(ref):,}"
         ok(f"{what} has {count(ref):,} parameters")
@@ -230,10 +221,10 @@ def mlp_networks(MLPGenerator, MLPDiscriminator):
         assert p.shape == (8,) and ((p > 0) & (p < 1)).all(), "D must return one probability in (0, 1) per image"
         assert torch.allclose(torch.sigmoid(D.logits(images)), p, atol=1e-6), "sigmoid(D.logits(x)) must equal D(x)"
     ok("shapes and ranges: (N, 1, 32, 32) images in [-1, 1], (N,) probabilities, logits before the Sigmoid")
-    same_function(MLPGenerator(16), models.MLPGenerator(16), z, "your MLPGenerator")
+    same_function(MLPGenerator(16), answers.MLPGenerator(16), z, "your MLPGenerator")
     x = torch.rand(8, 1, 32, 32) * 2 - 1
-    same_function(MLPDiscriminator(), models.MLPDiscriminator(), x, "your MLPDiscriminator")
-    same_function(MLPDiscriminator(batch_norm=True), models.MLPDiscriminator(batch_norm=True), x,
+    same_function(MLPDiscriminator(), answers.MLPDiscriminator(), x, "your MLPDiscriminator")
+    same_function(MLPDiscriminator(batch_norm=True), answers.MLPDiscriminator(batch_norm=True), x,
                   "your MLPDiscriminator(batch_norm=True)")
     ok("with the same weights, all three compute what the course's networks compute")
     print("All public checks passed.")
@@ -245,12 +236,10 @@ def mlp_networks(MLPGenerator, MLPDiscriminator):
 
 def vae_pieces(reparameterize, kl_divergence, vae_loss):
     """The VAE's reparameterisation, KL term and loss."""
-    from . import models
-
     torch.manual_seed(SEED)
     mean, logvar, noise = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
     z = reparameterize(mean, logvar, noise)
-    assert torch.allclose(z, models.reparameterize(mean, logvar, noise), atol=1e-6), \
+    assert torch.allclose(z, answers.reparameterize(mean, logvar, noise), atol=1e-6), \
         "reparameterize must return mean + sigma * noise, with sigma = exp(logvar / 2)"
     ok("reparameterize: z = mean + exp(logvar / 2) * noise")
     mean_g, logvar_g = mean.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
@@ -260,13 +249,13 @@ def vae_pieces(reparameterize, kl_divergence, vae_loss):
     ok("gradients flow from z back to mean and logvar")
     kl = kl_divergence(mean, logvar)
     assert tuple(kl.shape) == (5,), f"kl_divergence must return one value per image, shape (5,); got {tuple(kl.shape)}"
-    assert torch.allclose(kl, models.kl_divergence(mean, logvar), atol=1e-5), \
+    assert torch.allclose(kl, answers.kl_divergence(mean, logvar), atol=1e-5), \
         "kl_divergence is not KL(N(mean, exp(logvar)) || N(0, I)) summed over the latent dimensions"
     assert kl_divergence(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() < 1e-6, "KL(N(0, I) || N(0, I)) must be 0"
     ok("kl_divergence: 0 for the prior itself, and the closed form per image")
     images = torch.rand(6, 1, 32, 32).round() * 2 - 1
     logits, mean, logvar = torch.randn(6, 1, 32, 32) * 3, torch.randn(6, 10), torch.randn(6, 10) * 0.5
-    mine, ref = vae_loss(logits, images, mean, logvar), models.vae_loss(logits, images, mean, logvar)
+    mine, ref = vae_loss(logits, images, mean, logvar), answers.vae_loss(logits, images, mean, logvar)
     assert torch.is_tensor(mine) and mine.dim() == 0, "vae_loss must return one number: the batch mean"
     assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4), (
         f"vae_loss gives {mine.item():.3f} where the negative ELBO is {ref.item():.3f} nats per image: "

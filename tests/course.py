@@ -18,7 +18,7 @@ RUBRIC = [{"id": "a", "points": 1, "text": "quotes the number their cell printed
 
 def labkit(*args, timeout=900, cwd=None):
     env = dict(os.environ, LABKIT_PROFILE="smoke")
-    return subprocess.run([sys.executable, "-m", "labkit.machinery.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=cwd)
 
 

@@ -33,7 +33,7 @@ CODE_POINTS = sum(p for path in NOTEBOOKS.glob("*.ipynb")  # 14: read from the n
 
 def labkit(*args, timeout=1800):
     env = dict(os.environ, LABKIT_PROFILE="smoke")
-    return subprocess.run([sys.executable, "-m", "labkit.machinery.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
 
 
@@ -311,7 +311,7 @@ def test_bad_input_is_one_line_and_grades_nothing(course, tmp_path, args, env, s
     source, release = course
     (tmp_path / "file.txt").write_text("x")
     shutil.copytree(release, tmp_path / "submission")
-    command = [sys.executable, "-m", "labkit.machinery.cli", "assignment", "grade", *args, "--out", "report",
+    command = [sys.executable, "-m", "labkit.cli", "assignment", "grade", *args, "--out", "report",
                "--source", str(source)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "LABKIT_PROFILE": "smoke", **env})

@@ -118,7 +118,7 @@ def mark_in_the_browser(report, driver):
     """Start `labkit assignment review`, mark samples_answer for each student in the browser, stop it."""
     from selenium.webdriver.common.by import By
 
-    server = subprocess.Popen([sys.executable, "-m", "labkit.machinery.cli", "assignment", "review", str(report),
+    server = subprocess.Popen([sys.executable, "-m", "labkit.cli", "assignment", "review", str(report),
                                "--grader", "ann-ta"], stdout=subprocess.PIPE, text=True)
     try:
         url = re.search(r"http://127\.0\.0\.1:\d+/\S+/", server.stdout.readline()).group(0)

@@ -24,7 +24,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..machinery.targets import TargetError, output_folder, write_made
+from ..runs.targets import TargetError, output_folder, write_made
 
 ROSTER = ".labkit-roster.csv"
 ROSTER_COLUMNS = ("student", "full_name", "lms", "lms_id", "late")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..machinery.targets import output_folder, write_made
+from ..runs.targets import output_folder, write_made
 from . import summary, written
 from .collect import read_roster
 from .review import read_marks

@@ -12,7 +12,7 @@ SUBMISSIONS is one student's folder or a folder of them, one per student
                             message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
     grading.log             each exercise's seed and verdict (to replay a grade)
     .labkit-grading.json    each submission's content hash and rows, for the next grading
-    .labkit-made.json       what labkit wrote here (labkit/machinery/targets.py)
+    .labkit-made.json       what labkit wrote here (labkit/runs/targets.py)
 
 Students are graded in parallel (`jobs` processes, default: the cores), each
 exercise in its own boxed kernel (labkit/grading/grade.py). A second run
@@ -40,7 +40,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..machinery.targets import TargetError, made_by_labkit, output_folder, write_made
+from tqdm.auto import tqdm
+
+from ..lab import PROFILES
+from ..runs.targets import TargetError, made_by_labkit, output_folder, write_made
 from . import sandbox, written
 from .collect import refuse_a_download
 from .assignment import check_marks, lab_notebooks, read_notebook
@@ -111,8 +114,6 @@ def check_arguments(submissions, timeout, jobs):
         raise ValueError(f"--jobs must be a whole number from 1 to 256, got {jobs}")
     profile = os.environ.get("LABKIT_PROFILE")
     if profile:
-        from ..lab import PROFILES
-
         if profile not in PROFILES:
             raise ValueError(f"LABKIT_PROFILE={profile!r} is not a profile; use one of {', '.join(PROFILES)} "
                              f"(grading does not depend on it: unset it)")
@@ -120,8 +121,6 @@ def check_arguments(submissions, timeout, jobs):
 
 def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
     """{student: rows} for the submissions in `todo`, graded in `jobs` processes, with a progress bar."""
-    from tqdm.auto import tqdm
-
     results = {}
     jobs = min(jobs or os.cpu_count() or 1, max(len(todo), 1))
     bar = tqdm(total=len(todo), desc="grading", unit="student", disable=not (todo and progress))
@@ -232,7 +231,7 @@ def _summarise(rows, single, graded, seconds, out):
 
 
 class Report:
-    """The report folder, checked before grading and written after (labkit/machinery/targets.py): only
+    """The report folder, checked before grading and written after (labkit/runs/targets.py): only
     files labkit wrote there are replaced, never through a link, never over the submissions or the
     instructor's notebooks, and nothing is deleted."""
 

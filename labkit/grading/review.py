@@ -34,8 +34,8 @@ from pathlib import Path
 import mistune
 from filelock import FileLock
 
-from ..machinery.atomic import write_csv
-from ..machinery.targets import refuse_link
+from ..runs.atomic import write_csv
+from ..runs.targets import refuse_link
 from . import written
 
 MARKS = "written.csv"

@@ -35,7 +35,11 @@ import os
 import select
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
+
+import numpy
+import torch
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -71,8 +75,6 @@ def isolation():
 
 def _works(level):
     """Whether namespaces and a tmpfs mount work at `level`, tried in a throwaway child process."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="labkit-probe-") as folder:
         pid = os.fork()
         if pid == 0:
@@ -96,9 +98,6 @@ def _works(level):
 def read_only_paths():
     """What a kernel needs to see: the Python installation, the folders of the installed packages, the
     system's libraries and a few devices."""
-    import numpy
-    import torch
-
     paths = {sys.base_prefix, sys.prefix, *SYSTEM, *DEVICES}
     for module in (torch, numpy):
         paths.add(os.path.dirname(os.path.dirname(module.__file__)))  # its site-packages
@@ -183,7 +182,7 @@ def _mount_root(box):
 
 
 def _limits(box):
-    try:
+    try:  # resource is Unix-only
         import resource
     except ImportError:  # Windows
         return
@@ -201,7 +200,7 @@ def _address_space():
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
+    except OSError:  # no /proc (macOS): the peak resident size instead; resource is Unix-only, as _limits says
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .assignment import BadNotebook, is_written, meta, read_notebook
+from .submissions import find_notebook
 
 STUB = "YOUR ANSWER HERE"  # what nbgrader's ClearSolutions leaves in a markdown solution cell
 MAX_OUTPUTS = 16  # outputs shown beside one answer (the lab's notebooks have at most about 10 per question)
@@ -155,8 +156,6 @@ def collect(found, all_questions):
 
     found: [(student, their folder)]. A student's submission time is the newest modification
     time of their notebooks (a download's times: labkit/grading/collect.py keeps them)."""
-    from .submissions import find_notebook
-
     answers = {q.key: {} for q in all_questions}
     submitted = {}
     for student, folder in found:
