@@ -5,7 +5,7 @@ import os
 from datetime import datetime, timezone
 
 import pytest
-from course import labkit, read_csv
+from course import labkit
 
 from labkit.grading import collect, exports
 

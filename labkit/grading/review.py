@@ -174,12 +174,13 @@ def page(review, number, slot, nonce):
     student = order[slot - 1]
     shown = review.answers(question).get(student, {"answer": "", "outputs": []})
     mark = review.marks.get(student, question)
-    marked = {s for s in order if review.marks.get(s, question)["points"] is not None}
+    marks = read_marks(review.reports)
+    marked = {s for s in order if (s, question.key) in marks}
     base = f"/{review.token}"
     strip = "".join(f'<a href="{base}/q/{number}/{i}" class="{"here " if i == slot else ""}'
                     f'{"done" if s in marked else ""}">{i}</a>' for i, s in enumerate(order, 1))
     items = "".join(f'<button type=button class=item data-id="{html.escape(i["id"])}" '
-                    f'aria-pressed="{"true" if i["id"] in mark["items"] else "false"}">'
+                    f'title="the student reads: {html.escape(i["feedback"])}" aria-pressed="{"true" if i["id"] in mark["items"] else "false"}">'
                     f'<b>{i["points"]:+g}</b> {html.escape(i["text"])}</button>' for i in question.rubric)
     answer = rendered(shown["answer"]) if written.is_answered(shown["answer"]) else "<p class=none>not answered</p>"
     previous = f'<a id=previous href="{base}/q/{number}/{slot - 1}">previous</a>' if slot > 1 else ""
@@ -205,9 +206,9 @@ def page(review, number, slot, nonce):
 
 def index(review):
     """The list of questions, with how many answers each has marked."""
-    rows = []
+    rows, marks = [], read_marks(review.reports)
     for number, question in enumerate(review.questions, 1):
-        marked = sum(review.marks.get(s, question)["points"] is not None for s in review.students)
+        marked = sum((s, question.key) in marks for s in review.students)
         rows.append(f'<tr><td><a href="/{review.token}/q/{number}/1">{html.escape(question.notebook)}: '
                     f'{html.escape(question.name)}</a></td><td>{question.points:g}</td>'
                     f'<td>{marked} / {len(review.students)}</td></tr>')
