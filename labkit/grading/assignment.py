@@ -37,6 +37,7 @@ from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 
 from ..runs.folder import check_writable, lab_folder
 from ..runs.targets import output_folder, write_made
+from . import secret
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
@@ -189,6 +190,9 @@ def release(out, source=None, force=False):
         text = nbformat.writes(nb)
         write_made(out, f"notebooks/{name}", (text if text.endswith("\n") else text + "\n").encode())
     print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {points_line(notebooks.values())}")
+    if secret.make(paths[0].parent):
+        print(f"labkit: made the grading secret {secret.path(paths[0].parent)}, where the hidden checks' inputs "
+              f"come from: keep it, never hand it out (docs/grading.md)")
     return 0
 
 

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..runs.targets import output_folder, write_made
-from . import summary, written
+from . import inert, summary, written
 from .collect import read_roster
 from .review import read_marks
 
@@ -149,11 +149,9 @@ def table(columns, rows):
 
 
 def as_text(value):
-    """A cell a spreadsheet shows as written: numbers as 2 or 1.5; text starting = + - @ with a quote before it
-    (it would be read as a formula)."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+    """A cell a spreadsheet shows as written: numbers as 2 or 1.5; text as inert.csv_cell makes it (never a
+    formula)."""
+    return f"{value:g}" if isinstance(value, float) else inert.csv_cell(value)
 
 
 def totals(grades):
@@ -200,7 +198,7 @@ def comment_line(grade):
 
 def feedback(grade):
     """A student's feedback.md: the checks' verdicts and the graders' marks, each item's points."""
-    lines = [f"# Lab feedback for {grade.student}", "",
+    lines = [f"# Lab feedback for {inert.markdown(grade.student)}", "",
              f"**{grade.points():g} / {grade.possible():g} points** (code {grade.points('code'):g} / "
              f"{grade.possible('code'):g}, written {grade.points('written'):g} / {grade.possible('written'):g})"]
     if grade.days_late:
@@ -209,7 +207,7 @@ def feedback(grade):
     lines += ["", "## Code", "", "| notebook | exercise | points | |", "| --- | --- | --- | --- |"]
     for r in (r for r in grade.rows if r["kind"] == "code"):
         lines.append(f"| {r['notebook']} | {r['item']} | {r['points']:g} / {r['max_points']:g} | "
-                     f"{cell(r['detail'])} |")
+                     f"{inert.markdown(r['detail'])} |")
     lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs drawn anew, "
                   "in a fresh kernel that ran only that exercise's cells.", "", "## Written answers"]
     for r in (r for r in grade.rows if r["kind"] == "written"):
@@ -225,10 +223,6 @@ def feedback(grade):
         if r["comment"]:
             lines += ["", "> " + r["comment"].replace("\n", "\n> ")]
     return "\n".join(lines) + "\n"
-
-
-def cell(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 # ---------------------------------------------------------------------------
