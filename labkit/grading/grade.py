@@ -38,7 +38,7 @@ from torch import nn
 
 from .. import checks
 from . import remote, rules, sandbox
-from .assignment import exercises, meta, stubbed
+from .assignment import exercises, meta, solutions_of, stubbed
 from .kernel import PRELUDE, Kernel, KernelError, Refused, StudentError
 
 NOT_DONE = "not done: the code still raises NotImplementedError (replace it with your solution)"
@@ -56,6 +56,11 @@ class Exercise:
     labkit_imports: dict  # {module: (names, ...)}: what the solution cell may import from labkit
     reference: str  # the instructor's solution cell
     stub: str  # the same cell as the release gives it to students
+    solution: str = None  # the solution cell's grade_id (default: `<name>_solution`)
+
+    @property
+    def solution_id(self):
+        return self.solution or f"{self.name}_solution"
 
 
 @dataclass
@@ -70,8 +75,9 @@ def exercises_of(notebooks):
     found = []
     for name, nb in notebooks.items():
         cells = {meta(c).get("grade_id"): c for c in nb.cells if meta(c)}
+        pairs = solutions_of(nb)
         for exercise, points in exercises(nb):
-            solution = cells[f"{exercise}_solution"].source
+            solution = cells[pairs[exercise]].source
             tree = ast.parse(solution)
             names = {node.name: "class" if isinstance(node, ast.ClassDef) else "function" for node in tree.body
                      if isinstance(node, (ast.ClassDef, ast.FunctionDef))}
@@ -80,7 +86,7 @@ def exercises_of(notebooks):
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labkit"):
                     imports[node.module] = tuple(imports.get(node.module, ())) + tuple(a.name for a in node.names)
             found.append(Exercise(name, exercise, points, cells[exercise].source, names, imports, solution,
-                                  stubbed(cells[f"{exercise}_solution"]).source))
+                                  stubbed(cells[pairs[exercise]]).source, pairs[exercise]))
     return found
 
 

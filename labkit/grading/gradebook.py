@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 
 from ..lab import PROFILES
 from ..runs.targets import TargetError, made_by_labkit, output_folder, write_made
-from . import copies, inert, sandbox, secret
+from . import copies, inert, sandbox, secret, written
+from .collect import refuse_a_download
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import Boxes, exercises_of, grade_exercise
 from .submissions import is_submission, read_submission, students
@@ -57,6 +58,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
     student's notebook was missing or unreadable)."""
     submissions, out = Path(submissions), Path(out)
     check_arguments(submissions, timeout, jobs)
+    refuse_a_download(submissions)  # no notebook, or an LMS download not collected: one line, not "0 students"
     paths = lab_notebooks(source)
     instructor = {p.name: read_notebook(p) for p in paths}
     for name, nb in instructor.items():
@@ -64,7 +66,9 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
     exercises = exercises_of(instructor)
     single = is_submission(submissions)
     found = students(submissions)
-    report = Report(out, report_names([name for name, _ in found], single), inputs=(submissions, paths[0].parent))
+    questions = written.questions_of(instructor)
+    report = Report(out, report_names([name for name, _ in found], single) + written.report_names(questions),
+                    inputs=(submissions, paths[0].parent))
     key = secret.load(paths[0].parent)  # the hidden checks' inputs: the same on every regrade (secret.py)
     source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)
                                    + secret.fingerprint(key).encode()).hexdigest()[:20]
@@ -87,8 +91,13 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
         else:
             report.remember(submission.student, digest, rows[submission.student])
     copies.flag(rows, class_, exercises)
-    report.write(report_files(rows, single))
+    answers, submitted = written.collect(found, questions)  # listed, to be reviewed (labkit assignment review)
+    rows = {student: student_rows + written.rows(student, questions, answers) for student, student_rows in rows.items()}
+    report.write({**report_files(rows, single), **written.report_files(questions, answers, submitted, submissions)})
     _summarise(rows, single, len(todo), time.time() - started, out)
+    if questions:
+        print(f"{len(questions)} written questions ({sum(q.points for q in questions):g} points) to review: "
+              f"labkit assignment review {out}")
     problems = [f"{notebook}: {why}: scored 0" for s in class_ for notebook, why in s.problems.items()]
     if single:
         for problem in problems:
@@ -186,6 +195,7 @@ def crashed(submission, exercises, err):
 
 
 def _summarise(rows, single, graded, seconds, out):
+    rows = {student: [r for r in student_rows if not r.get("written")] for student, student_rows in rows.items()}
     for student, student_rows in rows.items():
         total = sum(r["points"] for r in student_rows)
         possible = sum(r["max_points"] for r in student_rows)
@@ -281,6 +291,7 @@ def _formatted(r):
 
 def feedback(rows, student=None):
     """A student's feedback in Markdown: each exercise, its points, and what the checks said."""
+    rows, answers = [r for r in rows if not r.get("written")], [r for r in rows if r.get("written")]
     total, possible = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
     lines = [f"# Lab feedback{f' for {inert.markdown(student)}' if student else ''}", "",
              f"**{total:g} / {possible:g} points**", "", "| notebook | exercise | points | |", "| --- | --- | --- | --- |"]
@@ -291,6 +302,7 @@ def feedback(rows, student=None):
     lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs of your own "
                   "that no one hands out (the same ones on every regrade), in a fresh kernel that ran only that "
                   "exercise's cells."]
+    lines += written.feedback_lines(answers)
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,7 @@ def read_submission(student, folder, exercises, stubs):
             continue
         for exercise in (e for e in exercises if e.notebook == notebook):
             key = (notebook, exercise.name)
-            submission.cells[key] = solution_cells(nb, exercise.name) or [stubs[key]]
+            submission.cells[key] = solution_cells(nb, exercise.solution_id) or [stubs[key]]
     return submission
 
 
@@ -96,10 +96,10 @@ def find_notebook(folder, name):
     raise FileNotFoundError(f"{name} is missing")
 
 
-def solution_cells(nb, exercise):
-    """The sources of the exercise's solution cell and of the code cells the student added below it."""
+def solution_cells(nb, solution_id):
+    """The sources of the exercise's solution cell (its grade_id) and of the code cells the student added below it."""
     cells = nb.cells
-    index = next((i for i, c in enumerate(cells) if meta(c).get("grade_id") == f"{exercise}_solution"), None)
+    index = next((i for i, c in enumerate(cells) if meta(c).get("grade_id") == solution_id), None)
     if index is None:
         return None
     found = [cells[index].source]
