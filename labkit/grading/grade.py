@@ -22,17 +22,15 @@ import inspect
 import io
 import math
 import secrets
-import tempfile
 from dataclasses import dataclass
 from importlib import import_module
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import checks
-from . import remote, rules, sandbox
+from . import remote, rules
 from .assignment import exercises, meta, stubbed
 from .kernel import PRELUDE, Kernel, KernelError, Refused, StudentError
 
@@ -88,48 +86,23 @@ def helpers(exercise):
     return sources
 
 
-class Boxes:
-    """Makes a sandbox.Box for each kernel: what it may see, and what it must not."""
-
-    def __init__(self, secret_paths, memory_bytes=4 * 2**30, level=None):
-        self.level = level or sandbox.isolation()
-        self.read_only = sandbox.read_only_paths()
-        labkit_source = Path(import_module("labkit").__file__).resolve().parent
-        candidates = {Path(p).resolve() for p in [*secret_paths, labkit_source, Path.home()] if p}
-        self.hidden = sorted(str(p) for p in candidates
-                             if any(p == Path(r) or Path(r) in p.parents for r in self.read_only))
-        self.memory_bytes = memory_bytes
-        self.workspace = tempfile.TemporaryDirectory(prefix="labkit-kernels-")
-        self.count = 0
-
-    def new(self, timeout):
-        self.count += 1
-        folder = Path(self.workspace.name) / f"kernel-{self.count}"
-        folder.mkdir()
-        return sandbox.Box(self.level, str(folder), self.read_only, self.hidden, self.memory_bytes,
-                           cpu_seconds=int(timeout) + 5)
-
-    def close(self):
-        self.workspace.cleanup()
-
-
-def grade_exercise(exercise, cells, boxes, timeout, seed=None):
+def grade_exercise(exercise, cells, box, timeout, seed=None):
     """The Verdict on a student's cells (a list of sources) for `exercise`; seed: the checks' inputs
     (default: drawn anew)."""
     refused = rules.refusal("\n\n".join(cells), exercise.names, exercise.labkit_imports)
     if refused:
         return Verdict(False, f"refused: your cell {refused}")
     seed = secrets.randbelow(2**31) if seed is None else seed
-    verdict = _run_checks(exercise, cells, boxes, timeout, seed)
+    verdict = _run_checks(exercise, cells, box, timeout, seed)
     verdict.seed = seed
     return verdict
 
 
-def _run_checks(exercise, cells, boxes, timeout, seed):
+def _run_checks(exercise, cells, box, timeout, seed):
     """Start the kernel, then run the instructor's check cell against its stand-ins. An error of grading's
     own (the kernel cannot start) is raised; everything the student's code causes is a Verdict."""
     try:
-        with Kernel(cells, helpers(exercise), boxes.new(timeout), timeout) as kernel:
+        with Kernel(cells, helpers(exercise), box, timeout) as kernel:
             kinds = kernel.request("kinds", names=list(exercise.names))
             for name, kind in exercise.names.items():
                 if type(kinds) is not dict or kinds.get(name) != kind:

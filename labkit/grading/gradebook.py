@@ -43,15 +43,16 @@ from pathlib import Path
 from ..machinery.targets import TargetError, made_by_labkit, output_folder, write_made
 from . import sandbox
 from .assignment import check_marks, lab_notebooks, read_notebook
-from .grade import Boxes, exercises_of, grade_exercise
+from .grade import exercises_of, grade_exercise
 from .rules import fingerprint
 from .submissions import is_submission, read_submission, students
 
-GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of")
+GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of",
+                     "box")
 STATE = ".labkit-grading.json"  # content hashes and rows of the last grading
 
 
-def grade(submissions, out, source=None, timeout=120, jobs=None):
+def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=False):
     """Grade SUBMISSIONS into OUT (see the module docstring); the exit status (0; 2 if a single
     student's notebook was missing or unreadable)."""
     submissions, out = Path(submissions), Path(out)
@@ -69,11 +70,10 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
     class_ = [read_submission(name, folder, exercises, stubs) for name, folder in found]
     started = time.time()
     todo = [s for s in class_ if report.cached(s.student, s.digest(source_digest)) is None]
-    box = BoxPlan(level=sandbox.isolation(), secret_paths=(submissions, out, paths[0].parent))
-    if box.level == "process" and todo:
-        print("labkit: warning: this machine offers no namespaces, so students' code runs with the grading "
-              "user's file and network access; verdicts are still decided outside it (see docs/grading.md)",
-              file=sys.stderr)
+    box = sandbox.make_box(sandbox.choose(process_box), secret_paths=(submissions, out, paths[0].parent))
+    if box.kind == sandbox.PROCESS and todo:
+        print("labkit: warning: --process-box: students' code runs with your file and network access; verdicts "
+              "are still decided outside it (see docs/grading.md)", file=sys.stderr)
     results = _grade_all(todo, exercises, timeout, jobs, box, progress=not single)
     rows = {}
     for submission in class_:
@@ -134,37 +134,27 @@ def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
     return results
 
 
-@dataclass(frozen=True)
-class BoxPlan:
-    """How every kernel of this grading is boxed: the level (sandbox.isolation) and what it must not see."""
-
-    level: str
-    secret_paths: tuple
-
-
 def grade_student(submission, exercises, timeout, box):
-    """One student's rows: every exercise graded in its own kernel. Never raises for the student's code."""
-    boxes = Boxes(box.secret_paths, level=box.level)
+    """One student's rows: every exercise graded in its own kernel, in `box` (sandbox.Box). Never raises for
+    the student's code."""
     rows = []
     try:
         for exercise in exercises:
             key = (exercise.notebook, exercise.name)
             if exercise.notebook in submission.problems:
-                rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook]))
+                rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook], box=box))
             else:
-                verdict = grade_exercise(exercise, submission.cells[key], boxes, timeout)
-                rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed))
+                verdict = grade_exercise(exercise, submission.cells[key], box, timeout)
+                rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed, box))
     except Exception as err:  # a bug of grading's: recorded, the class goes on
         return crashed(submission, exercises, err)
-    finally:
-        boxes.close()
     return rows
 
 
-def row(student, exercise, passed, message, seed=None):
+def row(student, exercise, passed, message, seed=None, box=None):
     return dict(student=student, notebook=exercise.notebook, exercise=exercise.name,
                 points=exercise.points if passed else 0.0, max_points=exercise.points, passed=passed,
-                message=one_line(message), copy_of="", seed=seed)
+                message=one_line(message), copy_of="", box=box.kind if box else "", seed=seed)
 
 
 def one_line(text, limit=400):

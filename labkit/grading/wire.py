@@ -21,6 +21,10 @@ inside the sandbox, where labkit itself is not available.
 import base64
 import json
 import math
+import select
+import socket
+import struct
+import time
 
 import torch
 
@@ -121,3 +125,70 @@ def _tensor_from_plain(body):
         return tensor
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError, base64.binascii.Error) as err:
         raise NotPlainData(f"a malformed tensor ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+class Channel:
+    """Messages over a Unix socket between the grader and a kernel: each one a 8-byte length, then that many
+    bytes. The grader's waits can be given a `check`, called every CHECK_SECONDS while nothing arrives (the
+    kernel's time limit), which stops the wait by raising."""
+
+    CHECK_SECONDS = 0.25
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    @classmethod
+    def pair(cls):
+        a, b = socket.socketpair()
+        return cls(a), cls(b)
+
+    def send(self, message, timeout=None, check=None):
+        """Send one message; TimeoutError if the other end has not taken it all within `timeout` seconds."""
+        data = memoryview(struct.pack("!Q", len(message)) + message)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is None and check is None:
+            return self.sock.sendall(data)
+        while len(data):
+            self._wait(deadline, check, write=True)
+            try:
+                data = data[self.sock.send(data[:2**20], socket.MSG_DONTWAIT):]
+            except BlockingIOError:
+                pass
+
+    def receive(self, timeout=None, limit=MAX_MESSAGE, check=None):
+        """The next message; TimeoutError after `timeout` seconds, EOFError if the other end is gone,
+        ValueError if it announces more than `limit` bytes (refused before reading them)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        (length,) = struct.unpack("!Q", self._exactly(8, deadline, check))
+        if length > limit:
+            raise ValueError(f"a message of {length:,} bytes; at most {limit:,}")
+        return self._exactly(length, deadline, check)
+
+    def _exactly(self, count, deadline, check=None):
+        data = bytearray()
+        while len(data) < count:
+            if deadline is not None or check is not None:
+                self._wait(deadline, check)
+            chunk = self.sock.recv(min(count - len(data), 2**20))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return bytes(data)
+
+    def _wait(self, deadline, check, write=False):
+        """Until the socket can be read (or written), calling `check` on the way; TimeoutError at `deadline`."""
+        while True:
+            left = self.CHECK_SECONDS if deadline is None else min(deadline - time.monotonic(), self.CHECK_SECONDS)
+            if deadline is not None and left <= 0:
+                raise TimeoutError
+            waits = ([], [self.sock]) if write else ([self.sock], [])
+            if any(select.select(*waits, [], left if check else deadline - time.monotonic())[:2]):
+                return
+            if check is not None:
+                check()
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def close(self):
+        self.sock.close()
