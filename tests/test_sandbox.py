@@ -235,9 +235,9 @@ def probe():
 def test_a_kernel_that_exits_loops_or_sleeps_is_stopped_and_reported(box):
     with pytest.raises(KernelDied, match="stopped while running your code"):
         probe(box, "import os\ndef probe():\n    os._exit(0)\n")
-    with pytest.raises(KernelTimeout, match="time limit of 2 s of CPU time"):
+    with pytest.raises(KernelTimeout, match="time limit of 2 s"):  # of CPU time; on a crowded machine, 10x wall
         probe(box, "def probe():\n    while True:\n        pass\n", timeout=2)
-    with pytest.raises(KernelTimeout, match="wall-clock time"):  # no CPU: the wall clock stops it
+    with pytest.raises(KernelTimeout, match="did nothing for 1 s"):  # no CPU: stopped after its limit
         probe(box, "import time\ndef probe():\n    time.sleep(10**6)\n", timeout=1)
 
 
@@ -342,7 +342,7 @@ forge({"dict": {"ready": True}})  # "ready" before the kernel itself says so; th
 def test_a_kernel_that_stops_reading_times_out_instead_of_hanging_the_grader(box):
     import torch
 
-    with pytest.raises(KernelTimeout, match="wall-clock time"):  # it sleeps: no CPU, so the wall clock stops it
+    with pytest.raises(KernelTimeout, match="did nothing for 2 s"):  # it sleeps: stopped after its limit
         with Kernel([FORGE + "time.sleep(10**6)\n"], {}, box, 2) as kernel:
             tree = descendants(kernel.pid)
             big = torch.zeros(16 * 2**20 // 4)  # 16 MB (22 in base64): more than the socket's buffers hold

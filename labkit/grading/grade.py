@@ -1,16 +1,21 @@
 """Grading one submission: every exercise decided in the grader, with the student's code in its kernel.
 
-For each exercise of the instructor's notebooks:
+PIPELINE below is the whole road from a student's folder to a row of the
+gradebook, one stage a line. For each exercise of the instructor's notebooks:
 
   1. the student's solution cell (and any code cells they added right below it)
      is read as text and checked by labkit/grading/rules.py; a solution that
      imports the exercise's names from labkit, patches a library or reaches for
-     the interpreter is refused with the reason, and never runs;
-  2. a fresh, boxed kernel runs those cells (labkit/grading/kernel.py);
+     the interpreter is refused with the reason, and never runs; a solution
+     still the release's stub is "not done" without running;
+  2. a fresh kernel in a bubblewrap box of its own runs those cells
+     (labkit/grading/sandbox.py, kernel.py, serve.py), its CPU time metered
+     (meter.py);
   3. the instructor's check cell, public and hidden checks, runs in the
      grader's process, with the student's names bound to stand-ins that ask the
-     kernel (labkit/grading/remote.py) and the checks' inputs drawn from a seed
-     chosen anew for this exercise (labkit.checks.SEED).
+     kernel (labkit/grading/remote.py) and get plain data back (wire.py), and
+     the checks' inputs drawn from a seed chosen anew for this exercise
+     (labkit.checks.SEED).
 
 The verdict is whether the check cell ran to its end. The kernel is closed
 after each exercise, so nothing one exercise's code does reaches another's.
@@ -32,9 +37,22 @@ from torch import nn
 from .. import checks
 from . import remote, rules
 from .assignment import exercises, meta, stubbed
-from .kernel import PRELUDE, Kernel, KernelError, Refused, StudentError
+from .kernel import PRELUDE, Kernel, KernelError, KernelTimeout, Refused, StudentError
 
 NOT_DONE = "not done: the code still raises NotImplementedError (replace it with your solution)"
+
+# The grading pipeline, in order: (stage, where it lives, what it does). gradebook.grade drives a class
+# through it; grade_exercise below, stages rules to checks, for one exercise.
+PIPELINE = (
+    ("submission", "submissions.read_submission", "the solution cells, as text, of regular files in the folder"),
+    ("rules", "rules.refusal", "a first screen that gives a reason: labkit imports, patches, the interpreter"),
+    ("box", "sandbox.command", "a bubblewrap box of its own for each kernel: no network, no files of yours"),
+    ("kernel", "kernel.Kernel", "a fresh Python runs the cells (serve.py); its CPU time metered (meter.py)"),
+    ("wire", "wire.decode", "only plain data comes back, decoded within a fixed budget"),
+    ("stand-ins", "remote.stand_in", "the student's names in the grader: each call a request to the kernel"),
+    ("checks", "grade.run_check_cell", "the instructor's check cell, run in the grader on fresh inputs"),
+    ("gradebook", "gradebook.Report.write", "rows, feedback, and what the next grading may reuse"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class Verdict:
     passed: bool
     message: str
     seed: int = None  # the checks' inputs were drawn from it (grading.log records it, to replay a grade)
+    timed_out: bool = False  # never kept for the next grading: a busy machine must not decide a grade
 
 
 def exercises_of(notebooks):
@@ -92,6 +111,8 @@ def grade_exercise(exercise, cells, box, timeout, seed=None):
     refused = rules.refusal("\n\n".join(cells), exercise.names, exercise.labkit_imports)
     if refused:
         return Verdict(False, f"refused: your cell {refused}")
+    if list(cells) == [exercise.stub]:  # the release's stub raises NotImplementedError: no kernel needed
+        return Verdict(False, NOT_DONE)
     seed = secrets.randbelow(2**31) if seed is None else seed
     verdict = _run_checks(exercise, cells, box, timeout, seed)
     verdict.seed = seed
@@ -108,7 +129,9 @@ def _run_checks(exercise, cells, box, timeout, seed):
                 if type(kinds) is not dict or kinds.get(name) != kind:
                     return Verdict(False, f"{name} is not a {kind} after your cell ran")
             stand_ins = {name: remote.stand_in(kernel, name, kind) for name, kind in exercise.names.items()}
-            return _checked(exercise, stand_ins, seed)
+            return run_check_cell(exercise, stand_ins, seed)
+    except KernelTimeout as err:
+        return Verdict(False, str(err), timed_out=True)
     except StudentError as err:
         return Verdict(False, NOT_DONE if str(err).startswith("NotImplementedError") else str(err))
     except Refused as err:
@@ -117,7 +140,7 @@ def _run_checks(exercise, cells, box, timeout, seed):
         return Verdict(False, str(err))
 
 
-def _checked(exercise, stand_ins, seed):
+def run_check_cell(exercise, stand_ins, seed):
     """Run the check cell in the grader's process with the student's names bound to `stand_ins`."""
     namespace = {"__name__": "__grading__", "torch": torch, "nn": nn, "F": F, "math": math, "checks": checks,
                  **stand_ins}
@@ -128,6 +151,8 @@ def _checked(exercise, stand_ins, seed):
         raise
     except AssertionError as err:
         return Verdict(False, str(err) or "a hidden check failed")
+    except MemoryError:  # the student's tensors against the reference's, far too large: the student's answer
+        return Verdict(False, "the check ran out of memory comparing your answer (a shape far from the expected)")
     except Exception as err:  # a check that met data it could not use (a None, a wrong shape)
         return Verdict(False, f"{type(err).__name__}: {err}"[:400])
     return Verdict(True, "passed")

@@ -6,19 +6,25 @@ SUBMISSIONS is one student's folder or a folder of them, one per student
 (labkit/grading/submissions.py). REPORT then holds
 
     gradebook.csv           one row per student and exercise:
-                            student,notebook,exercise,points,max_points,passed,message,copy_of
-    <student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
-    <student>/feedback.md   what the student reads: each exercise, its points, the check's
-                            message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
+                            student,notebook,exercise,points,max_points,passed,message,copy_of,box
     grading.log             each exercise's seed and verdict (to replay a grade)
+    students/<student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
+    students/<student>/feedback.md   what the student reads: each exercise, its points, the check's
+                            message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
     .labkit-grading.json    each submission's content hash and rows, for the next grading
     .labkit-made.json       what labkit wrote here (labkit/machinery/targets.py)
 
-Students are graded in parallel (`jobs` processes, default: the cores), each
-exercise in its own boxed kernel (labkit/grading/grade.py). A second run
-regrades only the students whose graded cells changed, or everyone if the
-instructor's notebooks changed. A student whose grading crashes is recorded
-with the error, and the others go on.
+Each student's files live in students/<student>/, so no student's name (a
+folder called gradebook.csv) can collide with the class's files.
+
+Students are graded in parallel (`jobs` processes, default: the cores; one
+process per student), each exercise in its own boxed kernel
+(labkit/grading/grade.py). A second run regrades only the students whose
+graded cells changed, or everyone if the instructor's notebooks changed; an
+exercise that timed out is graded again too. Whatever one student's folder
+holds costs at most that student's rows, with the reason: a notebook that is
+not one, odd metadata, a link, a file too large, or a grading process that
+died (that student is graded once more, then recorded as crashed).
 
 `copy_of` flags an exercise whose solution is the same code as labkit's
 reference or as another student's (labkit/grading/rules.py `fingerprint`:
@@ -30,14 +36,17 @@ through a link or into the folders it grades, and deletes nothing.
 """
 
 import csv
+import ctypes
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections import deque
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from ..machinery.targets import TargetError, made_by_labkit, output_folder, write_made
@@ -45,11 +54,13 @@ from . import sandbox
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import exercises_of, grade_exercise
 from .rules import fingerprint
-from .submissions import is_submission, read_submission, students
+from .submissions import Submission, is_submission, read_submission, students
 
 GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of",
                      "box")
 STATE = ".labkit-grading.json"  # content hashes and rows of the last grading
+STUDENTS = "students"  # REPORT/students/<student>/: each student's files, apart from the class's
+PR_SET_PDEATHSIG = 1
 
 
 def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=False):
@@ -57,6 +68,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     student's notebook was missing or unreadable)."""
     submissions, out = Path(submissions), Path(out)
     check_arguments(submissions, timeout, jobs)
+    kind = sandbox.choose(process_box)  # before anything is written: no bubblewrap, one line and exit 2
     paths = lab_notebooks(source)
     instructor = {p.name: read_notebook(p) for p in paths}
     for name, nb in instructor.items():
@@ -67,10 +79,10 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     report = Report(out, report_names([name for name, _ in found], single), inputs=(submissions, paths[0].parent))
     source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:20]
     stubs = {(e.notebook, e.name): e.stub for e in exercises}
-    class_ = [read_submission(name, folder, exercises, stubs) for name, folder in found]
+    class_ = [read_safely(name, folder, exercises, stubs) for name, folder in found]
     started = time.time()
     todo = [s for s in class_ if report.cached(s.student, s.digest(source_digest)) is None]
-    box = sandbox.make_box(sandbox.choose(process_box), secret_paths=(submissions, out, paths[0].parent))
+    box = sandbox.make_box(kind, secret_paths=(submissions, out, paths[0].parent))
     if box.kind == sandbox.PROCESS and todo:
         print("labkit: warning: --process-box: students' code runs with your file and network access; verdicts "
               "are still decided outside it (see docs/grading.md)", file=sys.stderr)
@@ -79,7 +91,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     for submission in class_:
         digest = submission.digest(source_digest)
         rows[submission.student] = results.get(submission.student) or report.cached(submission.student, digest)
-        if any(r.get("crashed") for r in rows[submission.student]):
+        if any(r.get("crashed") or r.get("timed_out") for r in rows[submission.student]):
             report.forget(submission.student)  # graded again next time
         else:
             report.remember(submission.student, digest, rows[submission.student])
@@ -110,28 +122,67 @@ def check_arguments(submissions, timeout, jobs):
 
 
 def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
-    """{student: rows} for the submissions in `todo`, graded in `jobs` processes, with a progress bar."""
+    """{student: rows} for the submissions in `todo`: each student graded in a process of its own (forked from
+    this one), `jobs` at a time, with a progress bar. A process that dies (the OOM killer, a crash in torch)
+    costs only the student it was grading, who is graded once more; twice, and their rows say so (not cached:
+    the next run grades them again)."""
     from tqdm.auto import tqdm
 
-    results = {}
+    results, running = {}, {}  # running: {connection: (process, submission, attempt)}
+    pending = deque((submission, 1) for submission in todo)
     jobs = min(jobs or os.cpu_count() or 1, max(len(todo), 1))
     bar = tqdm(total=len(todo), desc="grading", unit="student", disable=not (todo and progress))
-    if jobs == 1:
-        for submission in todo:
-            results[submission.student] = grade_student(submission, exercises, timeout, box)
+    while pending or running:
+        while pending and len(running) < jobs:
+            submission, attempt = pending.popleft()
+            connection, process = _start_worker(submission, exercises, timeout, box)
+            running[connection] = (process, submission, attempt)
+        for connection in wait(list(running)):
+            process, submission, attempt = running.pop(connection)
+            rows, died = _collect(connection, process)
+            if died and attempt == 1:
+                pending.append((submission, 2))
+                continue
+            results[submission.student] = rows if not died else crashed(
+                submission, exercises, WorkerDied(f"its grading process died twice ({died})"))
             bar.update(1)
-    else:
-        with ProcessPoolExecutor(jobs) as pool:
-            futures = {pool.submit(grade_student, s, exercises, timeout, box): s for s in todo}
-            for future in as_completed(futures):
-                student = futures[future].student
-                try:
-                    results[student] = future.result()
-                except Exception as err:  # a grading process that died: the others go on
-                    results[student] = crashed(futures[future], exercises, err)
-                bar.update(1)
     bar.close()
     return results
+
+
+class WorkerDied(Exception):
+    """A process grading one student ended without its rows."""
+
+
+def _start_worker(submission, exercises, timeout, box):
+    """A process grading one student (forked where the platform allows: it starts at once); its connection."""
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    ours, theirs = context.Pipe(duplex=False)
+    process = context.Process(target=_worker, args=(theirs, submission, exercises, timeout, box), daemon=True)
+    process.start()
+    theirs.close()
+    return ours, process
+
+
+def _worker(connection, submission, exercises, timeout, box):
+    if sys.platform.startswith("linux"):  # dies with the grader, and its kernels with it (--die-with-parent)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    connection.send(grade_student(submission, exercises, timeout, box))
+    connection.close()
+
+
+def _collect(connection, process):
+    """(rows, None) from a worker that finished, or (None, how it died)."""
+    try:
+        rows = connection.recv()
+    except (EOFError, OSError):
+        rows = None
+    connection.close()
+    process.join()
+    if rows is not None:
+        return rows, None
+    code = process.exitcode
+    return None, (f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}")
 
 
 def grade_student(submission, exercises, timeout, box):
@@ -146,9 +197,19 @@ def grade_student(submission, exercises, timeout, box):
             else:
                 verdict = grade_exercise(exercise, submission.cells[key], box, timeout)
                 rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed, box))
+                rows[-1]["timed_out"] = verdict.timed_out
     except Exception as err:  # a bug of grading's: recorded, the class goes on
         return crashed(submission, exercises, err)
     return rows
+
+
+def read_safely(student, folder, exercises, stubs):
+    """read_submission, whatever the folder holds: an error of reading costs that student's notebooks only."""
+    try:
+        return read_submission(student, folder, exercises, stubs)
+    except Exception as err:  # a case read_submission did not foresee: this student's rows say so
+        problem = one_line(f"could not be read ({type(err).__name__}: {err})")
+        return Submission(student, Path(folder), problems={e.notebook: problem for e in exercises})
 
 
 def row(student, exercise, passed, message, seed=None, box=None):
@@ -255,7 +316,8 @@ def report_names(students_, single):
     """The files a grading writes into its report folder."""
     if single:
         return ["grades.csv", "feedback.md", "grading.log"]
-    return ["gradebook.csv", "grading.log", *(f"{s}/{name}" for s in students_ for name in ("grades.csv", "feedback.md"))]
+    return ["gradebook.csv", "grading.log",
+            *(f"{STUDENTS}/{s}/{name}" for s in students_ for name in ("grades.csv", "feedback.md"))]
 
 
 def report_files(rows, single):
@@ -268,8 +330,8 @@ def report_files(rows, single):
     else:
         files["gradebook.csv"] = csv_text(GRADEBOOK_COLUMNS, [r for student_rows in rows.values() for r in student_rows])
         for student, student_rows in rows.items():
-            files[f"{student}/grades.csv"] = csv_text(GRADEBOOK_COLUMNS[1:], student_rows)
-            files[f"{student}/feedback.md"] = feedback(student_rows, student)
+            files[f"{STUDENTS}/{student}/grades.csv"] = csv_text(GRADEBOOK_COLUMNS[1:], student_rows)
+            files[f"{STUDENTS}/{student}/feedback.md"] = feedback(student_rows, student)
     files["grading.log"] = log(rows)
     return files
 

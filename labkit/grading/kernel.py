@@ -19,10 +19,10 @@ lie about their values, exit), all that reaches the grader is data, checked for
 type and shape, or a kernel that stopped answering.
 
 The time limit counts the kernel's own CPU time, from "started" on, all its
-processes included (labkit/grading/meter.py); the wall clock stops only a
-kernel that sleeps (meter.WALL_FACTOR times the limit). Starting a kernel (a
-new Python importing torch: about 2 s of CPU) is grading's time, not the
-student's.
+processes included (labkit/grading/meter.py), so a busy machine or a
+classmate's busy loops slow a kernel down without timing it out; a kernel that
+sleeps is stopped after the limit (Clock). Starting a kernel (a new Python
+importing torch: about 2 s of CPU) is grading's time, not the student's.
 """
 
 import os
@@ -114,10 +114,10 @@ class Kernel:
         message cannot be forged). Its CPU for starting is STARTUP_CPU_SECONDS at most: grading's problem."""
         startup = Clock(self.meter, STARTUP_CPU_SECONDS)
         try:
-            said = wire.decode(self.channel.receive(startup.wall_left(), check=startup.check))
+            said = wire.decode(startup.wait(self.channel.receive))
         except KernelTimeout:
             raise GradingError(f"a kernel did not start within {STARTUP_CPU_SECONDS} s of CPU time") from None
-        except (TimeoutError, EOFError, OSError, ValueError, wire.NotPlainData) as err:
+        except (EOFError, OSError, ValueError, wire.NotPlainData) as err:
             raise GradingError(f"a kernel did not start ({type(err).__name__}{self._bwrap_said()})") from None
         if said != {"started": True}:
             why = said.get("box_failed", said) if isinstance(said, dict) else said
@@ -135,9 +135,7 @@ class Kernel:
 
     def _send(self, message):
         try:  # within the time limit: a kernel that stops reading must not hang the grader
-            self.channel.send(message, timeout=self.clock.wall_left(), check=self.clock.check)
-        except TimeoutError:
-            self._timed_out(self.clock.wall_message())
+            self.clock.wait(self.channel.send, message)
         except KernelTimeout as err:
             self._timed_out(str(err))
         except OSError:
@@ -149,9 +147,7 @@ class Kernel:
 
     def _reply(self):
         try:
-            message = self.channel.receive(self.clock.wall_left(), check=self.clock.check)
-        except TimeoutError:
-            self._timed_out(self.clock.wall_message())
+            message = self.clock.wait(self.channel.receive)
         except KernelTimeout as err:
             self._timed_out(str(err))
         except (EOFError, OSError):  # OSError: the kernel closed its end mid-message (a reset connection)
@@ -194,22 +190,44 @@ class Kernel:
 
 
 class Clock:
-    """A kernel's time limit from now on: `limit` CPU seconds (meter.py), and WALL_FACTOR times as much wall time."""
+    """A kernel's time limit from now on, counted while the grader waits for it (its time between requests
+    is the grader's):
+
+      * `limit` CPU seconds of the kernel's, all its processes included (meter.py);
+      * a kernel that sleeps instead (less than IDLE_SHARE of a core over `limit` seconds) is stopped then:
+        a busy machine slows a kernel down, it does not make it idle;
+      * and WALL_FACTOR times `limit` of waiting in all, whatever it does: the backstop.
+    """
+
+    IDLE_SHARE = 0.01
 
     def __init__(self, meter_, limit):
         self.meter, self.limit = meter_, limit
         self.cpu_at_start = meter_.seconds()
-        self.wall_deadline = time.monotonic() + meter.WALL_FACTOR * limit
+        self.waited, self.since = 0.0, None  # seconds waited for the kernel; when this wait began
+        self.window = (0.0, 0.0)  # (waited, cpu) when the current idle window began
+
+    def wait(self, channel_call, *args):
+        """channel.send / channel.receive with this clock's checks (KernelTimeout when the limit is reached)."""
+        self.since = time.monotonic()
+        try:
+            return channel_call(*args, check=self.check)
+        finally:
+            self.waited += time.monotonic() - self.since
+            self.since = None
 
     def check(self):
-        """Raise KernelTimeout once the kernel has used its CPU time."""
-        if self.meter.seconds() - self.cpu_at_start > self.limit:
+        cpu = self.meter.seconds() - self.cpu_at_start
+        waited = self.waited + (time.monotonic() - self.since if self.since else 0.0)
+        if cpu > self.limit:
             raise KernelTimeout(f"used more than the exercise's time limit of {self.limit:g} s of CPU time "
                                 f"(a loop that never ends?)")
-
-    def wall_left(self):
-        return max(self.wall_deadline - time.monotonic(), 0.001)
-
-    def wall_message(self):
-        return (f"ran {meter.WALL_FACTOR * self.limit:g} s of wall-clock time without finishing, "
-                f"{meter.WALL_FACTOR}x the exercise's time limit of {self.limit:g} s (waiting for something forever?)")
+        if waited > meter.WALL_FACTOR * self.limit:
+            raise KernelTimeout(f"ran {waited:.0f} s without finishing, {meter.WALL_FACTOR}x the exercise's time "
+                                f"limit of {self.limit:g} s")
+        window_waited, window_cpu = self.window
+        if waited - window_waited >= self.limit:
+            if cpu - window_cpu < self.IDLE_SHARE * (waited - window_waited):
+                raise KernelTimeout(f"did nothing for {waited - window_waited:.0f} s (waiting for something that "
+                                    f"never comes?): stopped at the exercise's time limit of {self.limit:g} s")
+            self.window = (waited, cpu)

@@ -15,8 +15,8 @@ machine allows (tried, in this order):
     adopted by the kernel's own PID 1 (bubblewrap's PID namespace), so nothing
     leaves the tree. On macOS (a process box): the kernel process's own time.
 
-The wall clock is a backstop only (WALL_FACTOR times the limit), for code that
-sleeps rather than computes.
+The wall clock stops only a kernel that sleeps rather than computes (kernel.py's
+Clock), and any kernel after WALL_FACTOR times its limit: the backstop.
 """
 
 import os
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 CGROUP_V1 = Path("/sys/fs/cgroup")
-WALL_FACTOR = 5  # a kernel that sleeps (no CPU) is stopped after this many times its limit of wall-clock time
+WALL_FACTOR = 10  # whatever a kernel does, it is stopped after this many times its limit of wall-clock time
 MAX_PROCESSES = 64  # per kernel, where a pids cgroup is available
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _count = [0]

@@ -24,7 +24,6 @@ import math
 import select
 import socket
 import struct
-import time
 
 import torch
 
@@ -129,8 +128,8 @@ def _tensor_from_plain(body):
 
 class Channel:
     """Messages over a Unix socket between the grader and a kernel: each one a 8-byte length, then that many
-    bytes. The grader's waits can be given a `check`, called every CHECK_SECONDS while nothing arrives (the
-    kernel's time limit), which stops the wait by raising."""
+    bytes. The grader's waits are given a `check`, called every CHECK_SECONDS while the other end is silent
+    (or not reading): the kernel's time limit, which ends the wait by raising."""
 
     CHECK_SECONDS = 0.25
 
@@ -142,50 +141,42 @@ class Channel:
         a, b = socket.socketpair()
         return cls(a), cls(b)
 
-    def send(self, message, timeout=None, check=None):
-        """Send one message; TimeoutError if the other end has not taken it all within `timeout` seconds."""
+    def send(self, message, check=None):
+        """Send one message (a kernel that stops reading cannot hold the grader past its `check`)."""
         data = memoryview(struct.pack("!Q", len(message)) + message)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if deadline is None and check is None:
+        if check is None:
             return self.sock.sendall(data)
         while len(data):
-            self._wait(deadline, check, write=True)
+            self._wait(check, write=True)
             try:
                 data = data[self.sock.send(data[:2**20], socket.MSG_DONTWAIT):]
             except BlockingIOError:
                 pass
 
-    def receive(self, timeout=None, limit=MAX_MESSAGE, check=None):
-        """The next message; TimeoutError after `timeout` seconds, EOFError if the other end is gone,
-        ValueError if it announces more than `limit` bytes (refused before reading them)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        (length,) = struct.unpack("!Q", self._exactly(8, deadline, check))
+    def receive(self, limit=MAX_MESSAGE, check=None):
+        """The next message; EOFError if the other end is gone, ValueError if it announces more than `limit`
+        bytes (refused before reading them)."""
+        (length,) = struct.unpack("!Q", self._exactly(8, check))
         if length > limit:
             raise ValueError(f"a message of {length:,} bytes; at most {limit:,}")
-        return self._exactly(length, deadline, check)
+        return self._exactly(length, check)
 
-    def _exactly(self, count, deadline, check=None):
+    def _exactly(self, count, check):
         data = bytearray()
         while len(data) < count:
-            if deadline is not None or check is not None:
-                self._wait(deadline, check)
+            if check is not None:
+                self._wait(check)
             chunk = self.sock.recv(min(count - len(data), 2**20))
             if not chunk:
                 raise EOFError
             data += chunk
         return bytes(data)
 
-    def _wait(self, deadline, check, write=False):
-        """Until the socket can be read (or written), calling `check` on the way; TimeoutError at `deadline`."""
-        while True:
-            left = self.CHECK_SECONDS if deadline is None else min(deadline - time.monotonic(), self.CHECK_SECONDS)
-            if deadline is not None and left <= 0:
-                raise TimeoutError
-            waits = ([], [self.sock]) if write else ([self.sock], [])
-            if any(select.select(*waits, [], left if check else deadline - time.monotonic())[:2]):
-                return
-            if check is not None:
-                check()
+    def _wait(self, check, write=False):
+        """Until the socket can be read (or written), calling `check` every CHECK_SECONDS on the way."""
+        waits = ([], [self.sock]) if write else ([self.sock], [])
+        while not any(select.select(*waits, [], self.CHECK_SECONDS)[:2]):
+            check()
 
     def fileno(self):
         return self.sock.fileno()
