@@ -524,3 +524,20 @@ def test_a_grading_process_that_dies_costs_only_its_student_who_is_graded_once_m
                                     "SIGKILL)); grade it again"), r
         else:
             assert r["message"].startswith(NOT_DONE), r
+
+
+def test_a_slerp_of_the_wrong_shape_fails_on_its_shape_before_anything_broadcasts(course):
+    """Issue 26: a slerp returning (N, 1, 1) where (N, D) is expected cost the grader 145x its memory through a
+    broadcasting allclose. Shapes are compared first: a failed check that names both shapes."""
+    from labkit.grading import sandbox
+    from labkit.grading.assignment import read_notebook
+    from labkit.grading.grade import exercises_of, grade_exercise
+
+    source, _ = course
+    instructor = {p.name: read_notebook(p) for p in sorted(source.glob("[0-9][0-9]_*.ipynb"))}
+    exercise = next(e for e in exercises_of(instructor) if e.name == "interpolation")
+    flat = "_right = slerp\n\n\ndef slerp(z1, z2, t):\n    return _right(z1, z2, t).sum(-1, keepdim=True)[..., None]\n"
+    verdict = grade_exercise(exercise, [reference(source, "interpolation"), flat],
+                             sandbox.make_box(sandbox.BWRAP, [source]), 60)
+    assert not verdict.passed and "shape (3, 1, 1) was compared with one of shape (3, 16)" in verdict.message, \
+        verdict.message

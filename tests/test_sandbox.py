@@ -426,3 +426,32 @@ def test_without_bubblewrap_grading_stops_with_how_to_install_it_unless_the_inst
     assert sandbox.choose(process_box=True) == sandbox.PROCESS
     processes = sandbox.make_box(sandbox.PROCESS, [])
     assert probe(processes, "import os\ndef probe():\n    return os.getcwd() != os.environ['HOME'] or 'ok'\n") == "ok"
+
+
+MEMORY_PROBE = '''
+import resource, sys
+from labkit.grading import sandbox
+from labkit.grading.kernel import Kernel, Refused
+
+code = "def probe():\\n    return [[[]] * 1000] * 2000\\n"  # 8 MB of JSON: 2 million empty lists
+with Kernel([code], {}, sandbox.make_box(sandbox.BWRAP, []), 120) as kernel:
+    kernel.request("kinds", names=["probe"])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")
+        said = "decoded"
+    except Refused as err:
+        said = str(err)
+    print(said)
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+'''
+
+
+def test_a_reply_of_8_mb_of_nested_lists_is_refused_within_a_small_memory_budget():
+    """Issue 26: such a reply cost the grader 734 MB. Now its values are counted in the bytes, before any is
+    built: the grading process's peak memory grows by little more than the message itself."""
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said, grown_mb = done.stdout.splitlines()[-2:]
+    assert "values in one message" in said, said
+    assert int(grown_mb) < 64, f"the grader's peak memory grew by {grown_mb} MB"

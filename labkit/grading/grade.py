@@ -145,7 +145,7 @@ def run_check_cell(exercise, stand_ins, seed):
     namespace = {"__name__": "__grading__", "torch": torch, "nn": nn, "F": F, "math": math, "checks": checks,
                  **stand_ins}
     try:
-        with contextlib.redirect_stdout(io.StringIO()), _seeded(seed):  # the checks' "ok" lines are not needed
+        with contextlib.redirect_stdout(io.StringIO()), _seeded(seed), _shapes_before_values():  # no "ok" lines
             exec(compile(exercise.check, f"<check {exercise.name}>", "exec"), namespace)
     except KernelError:
         raise
@@ -156,6 +156,29 @@ def run_check_cell(exercise, stand_ins, seed):
     except Exception as err:  # a check that met data it could not use (a None, a wrong shape)
         return Verdict(False, f"{type(err).__name__}: {err}"[:400])
     return Verdict(True, "passed")
+
+
+@contextlib.contextmanager
+def _shapes_before_values():
+    """While a check cell runs, torch.allclose and torch.isclose compare shapes first: two tensors whose
+    broadcast is larger than either (a slerp of shape (N, 1, 1) against the expected (N, D)) fail the check
+    with both shapes, instead of building a tensor N times too large in the grader."""
+    originals = torch.allclose, torch.isclose
+
+    def shapes_first(compare):
+        def checked(a, b, *args, **kwargs):
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
+                if math.prod(torch.broadcast_shapes(a.shape, b.shape)) > max(a.numel(), b.numel()):
+                    raise AssertionError(f"a tensor of shape {tuple(a.shape)} was compared with one of shape "
+                                         f"{tuple(b.shape)}: check the shape your code returns")
+            return compare(a, b, *args, **kwargs)
+        return checked
+
+    torch.allclose, torch.isclose = map(shapes_first, originals)
+    try:
+        yield
+    finally:
+        torch.allclose, torch.isclose = originals
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ import torch
 MAX_MESSAGE = 64 * 2**20  # bytes: far above any exercise's tensors (a DCGAN at hidden 100 is 7 MB, 10 in base64)
 MAX_DEPTH = 16
 MAX_TENSORS = 1024  # per message: a DCGAN's state dict has 30; many tiny tensors cost the grader ~16x their bytes
+MAX_VALUES = 100_000  # lists, dicts and items per message, outside tensors' bytes (each costs the grader ~100 bytes)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
           "uint8": torch.uint8, "bool": torch.bool}
@@ -46,9 +47,16 @@ def encode(value):
 
 
 def decode(message):
-    """The values in a message; NotPlainData if it is not a well-formed message of plain data."""
+    """The values in a message; NotPlainData if it is not a well-formed message of plain data.
+
+    Decoding stays within a fixed budget: at most MAX_MESSAGE bytes, MAX_TENSORS tensors and MAX_VALUES other
+    values, counted in the bytes before any is built (8 MB of nested lists would otherwise cost the grader
+    about 90 times as much memory)."""
     if not isinstance(message, (bytes, bytearray)) or len(message) > MAX_MESSAGE:
         raise NotPlainData(f"a message of {len(message):,} bytes; at most {MAX_MESSAGE:,}")
+    values = message.count(b"[") + message.count(b"{") + message.count(b",")  # an upper bound (base64 has none)
+    if values > MAX_VALUES:
+        raise NotPlainData(f"about {values:,} values in one message; at most {MAX_VALUES:,} (return a tensor)")
     try:
         plain = json.loads(message.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
@@ -118,7 +126,8 @@ def _tensor_from_plain(body):
         if len(raw) != count * torch.tensor([], dtype=dtype).element_size():
             raise ValueError("the bytes do not fit the shape")
         tensor = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        tensor = tensor.reshape(shape).clone()
+        del raw  # the tensor owns its own copy of the bytes (one copy, not two)
+        tensor = tensor.reshape(shape)
         if body.get("requires_grad") is True and tensor.is_floating_point():
             tensor.requires_grad_(True)
         return tensor
@@ -162,15 +171,16 @@ class Channel:
         return self._exactly(length, check)
 
     def _exactly(self, count, check):
-        data = bytearray()
-        while len(data) < count:
+        data = bytearray(count)  # read in place: one copy of the message in memory
+        view, done = memoryview(data), 0
+        while done < count:
             if check is not None:
                 self._wait(check)
-            chunk = self.sock.recv(min(count - len(data), 2**20))
-            if not chunk:
+            got = self.sock.recv_into(view[done:], min(count - done, 2**20))
+            if not got:
                 raise EOFError
-            data += chunk
-        return bytes(data)
+            done += got
+        return data
 
     def _wait(self, check, write=False):
         """Until the socket can be read (or written), calling `check` every CHECK_SECONDS on the way."""
