@@ -541,3 +541,18 @@ def test_a_slerp_of_the_wrong_shape_fails_on_its_shape_before_anything_broadcast
                              sandbox.make_box(sandbox.BWRAP, [source]), 60)
     assert not verdict.passed and "shape (3, 1, 1) was compared with one of shape (3, 16)" in verdict.message, \
         verdict.message
+
+
+def test_the_pipeline_grade_py_declares_names_the_functions_that_run_it():
+    from importlib import import_module
+
+    from labkit.grading.grade import PIPELINE
+
+    assert [stage for stage, _, _ in PIPELINE] == ["submission", "rules", "box", "kernel", "wire", "stand-ins",
+                                                   "checks", "gradebook"]
+    for _, where, _ in PIPELINE:
+        module, *names = where.split(".")
+        found = import_module(f"labkit.grading.{module}")
+        for name in names:
+            found = getattr(found, name)
+        assert callable(found), where
