@@ -103,7 +103,7 @@ class Kernel:
         code = sandbox.CODE_FOLDER if self.box.kind == sandbox.BWRAP else str(sandbox.kernel_code_folder())
         boot = (f"import sys; sys.path[:0] = {[code, *sandbox.site_packages()]!r}; import serve; "
                 f"serve.main({fd}, {self.box.memory_bytes}, {int(self.timeout) + 5})")
-        argv = sandbox.command(self.box, ["-E", "-s", "-c", boot], self.workdir)
+        argv = sandbox.command(self.box, ["-E", "-s", "-c", boot])
         env = sandbox.process_env(self.workdir) if self.workdir else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         return subprocess.Popen(self.meter.wrap(argv), pass_fds=[fd], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=self.errors, env=env, cwd=self.workdir,

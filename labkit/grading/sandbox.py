@@ -39,7 +39,6 @@ import shutil
 import site
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +124,9 @@ def kernel_code_folder():
     return Path(__file__).resolve().parent
 
 
-def command(box, python_args, workdir):
+def command(box, python_args):
     """The argv that starts a kernel in `box`: bwrap's line (module docstring), or the bare Python for PROCESS
-    (then `workdir`, an empty folder of the grader's, is its working folder and HOME)."""
+    (the caller gives that one an empty folder of its own as working folder and HOME: process_env)."""
     python = os.path.realpath(sys.executable)
     if box.kind == PROCESS:
         return [python, *python_args]
@@ -164,8 +163,3 @@ def process_env(workdir):
     """The environment of a PROCESS kernel: only what Python needs, HOME and TMPDIR in its own folder."""
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "HOME": str(workdir),
             "TMPDIR": str(workdir)}
-
-
-def workdir():
-    """An empty folder for a PROCESS kernel (removed by the caller)."""
-    return tempfile.mkdtemp(prefix="labkit-kernel-")
