@@ -32,6 +32,17 @@ ROOT = os.geteuid() == 0
 NOBODY = 65534
 
 
+def _makes_cgroups():
+    """Whether grading here gives each kernel a cgroup of its own (root, with cgroups mounted)."""
+    made = meter.Meter()
+    kind = made.kind
+    made.close()
+    return kind == "cgroup"
+
+
+CGROUPS = _makes_cgroups()
+
+
 @pytest.fixture
 def secrets_(tmp_path):
     """An instructor's notebook with hidden checks, and a report folder, as a grader would have them."""
@@ -241,12 +252,20 @@ def test_a_kernel_that_exits_loops_or_sleeps_is_stopped_and_reported(box):
         probe(box, "import time\ndef probe():\n    time.sleep(10**6)\n", timeout=1)
 
 
-def test_a_cell_that_never_ends_is_a_timeout_that_counts_its_own_cpu_only(box):
+@pytest.mark.parametrize("count", ["cgroup", "process tree"])
+def test_a_cell_that_never_ends_is_a_timeout_that_counts_its_own_cpu_only(box, count, monkeypatch):
     """The limit counts the kernel's CPU from the box being ready (starting it is grading's time), every
-    process of it included: four busy children time it out in a quarter of the CPU seconds."""
-    code = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nwhile True:\n    pass\n"
-    with pytest.raises(KernelTimeout, match="time limit of 4 s of CPU time"):
-        Kernel([code], {}, box, 4)
+    process of it included, from its cgroup (root) or its process tree in /proc (an ordinary user)."""
+    if count == "process tree":
+        monkeypatch.setattr(meter, "_make_cgroups", lambda name: {})
+    elif not CGROUPS:
+        pytest.skip("only root makes a kernel's cgroup")
+    code = ("import os\n\ndef probe():\n    for _ in range(3):\n        if os.fork() == 0:\n            break\n"
+            "    while True:\n        pass\n")
+    with Kernel([code], {}, box, 4) as kernel:
+        assert kernel.meter.kind == count
+        with pytest.raises(KernelTimeout, match="time limit of 4 s of CPU time"):
+            kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")
 
 
 def test_memory_beyond_the_limit_is_an_error_in_the_students_code_not_the_machines(secrets_):
@@ -266,7 +285,7 @@ def small():
         assert kernel.request("call", target="small", args=[], kwargs={}, what="small()")["output"] == 3
 
 
-@pytest.mark.skipif(meter.Meter().kind != "cgroup", reason="a kernel's processes are capped by its pids cgroup, "
+@pytest.mark.skipif(not CGROUPS, reason="a kernel's processes are capped by its pids cgroup, "
                                                            "which only root makes")
 def test_a_fork_bomb_stops_at_the_process_limit(box):
     code = '''

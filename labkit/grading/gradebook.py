@@ -50,7 +50,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ..machinery.targets import TargetError, made_by_labkit, output_folder, write_made
-from . import sandbox
+from . import meter, sandbox
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import exercises_of, grade_exercise
 from .rules import fingerprint
@@ -69,6 +69,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     submissions, out = Path(submissions), Path(out)
     check_arguments(submissions, timeout, jobs)
     kind = sandbox.choose(process_box)  # before anything is written: no bubblewrap, one line and exit 2
+    meter.sweep()
     paths = lab_notebooks(source)
     instructor = {p.name: read_notebook(p) for p in paths}
     for name, nb in instructor.items():

@@ -79,6 +79,18 @@ class Meter:
         self.folders = {}
 
 
+def sweep():
+    """Remove the empty cgroups left by grading processes that are gone (one killed outright leaves its own)."""
+    for parent in [CGROUP_V1, *(CGROUP_V1 / c for c in ("cpu", "cpuacct", "pids"))]:
+        for folder in parent.glob("labkit-*-*") if parent.is_dir() else ():
+            pid = folder.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
+
+
 def _make_cgroups(name):
     """{controller: folder} of new cgroups for one kernel, or {} if this process may not make them."""
     if not Path("/sys/fs/cgroup").is_dir() or os.geteuid() != 0:
