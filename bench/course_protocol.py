@@ -56,7 +56,7 @@ from scipy.stats import spearmanr
 
 from labkit import metrics
 from labkit.data import to_unit_range
-from labkit.machinery.runs import runs_root
+from labkit.runs.folder import runs_root
 from labkit.models import sample_images
 from labkit.reference import COURSE, EXPERIMENTS
 
@@ -188,8 +188,8 @@ def reference_runs(names, runs, train_missing=False, seeds=None, steps=None):
     """{experiment: [(seed, run folder name, generator)]} of the finished reference runs; and what is missing.
 
     seeds: only these of each experiment's seeds; steps: another length than the course's (for tests)."""
-    from labkit.train import TrainConfig, load_run, train
-    from labkit.vae import VAEConfig, load_vae_run, train_vae
+    from labkit.gan import load_run, train, TrainConfig
+    from labkit.vae import load_vae_run, train_vae, VAEConfig
 
     found, missing = {}, []
     for experiment in (e for e in EXPERIMENTS if e.name in names):

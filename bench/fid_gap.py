@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from labkit import metrics
-from labkit.machinery.code import GANCode
+from labkit.gan import GANCode
 from labkit.data import load_mnist, to_unit_range
-from labkit.models import DCGANDiscriminator, DCGANGenerator, sample_images
-from labkit.train import load_run, train
+from labkit.models import sample_images
+from labkit.solutions import DCGANDiscriminator, DCGANGenerator
+from labkit.gan import load_run, train
 
 OUT = Path(__file__).with_suffix(".md")
 
@@ -99,16 +100,16 @@ class DefaultInitDiscriminator(DCGANDiscriminator):
 
 def train_variant(config, folder, **patches):
     """Train a variant of the course's run in its own folder (patches: module attributes to replace)."""
-    import labkit.train
+    import labkit.gan
 
-    saved = {name: getattr(labkit.train, name) for name in patches}
+    saved = {name: getattr(labkit.gan, name) for name in patches}
     try:
         for name, value in patches.items():
-            setattr(labkit.train, name, value)
+            setattr(labkit.gan, name, value)
         return train(config, folder, progress=False).generator
     finally:
         for name, value in saved.items():
-            setattr(labkit.train, name, value)
+            setattr(labkit.gan, name, value)
 
 
 def main(argv=None):

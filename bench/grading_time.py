@@ -29,7 +29,7 @@ from test_grading import NOTEBOOKS, class_of_30  # noqa: E402  (the class the te
 
 
 def grade(submissions, report, source, jobs):
-    command = [sys.executable, "-m", "labkit.machinery.cli", "assignment", "grade", str(submissions), "--out",
+    command = [sys.executable, "-m", "labkit.cli", "assignment", "grade", str(submissions), "--out",
                str(report), "--source", str(source), "--timeout", "20", "--jobs", str(jobs)]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -46,7 +46,7 @@ def main():
         tmp = Path(tmp)
         source = tmp / "instructor"
         shutil.copytree(NOTEBOOKS, source)
-        release = subprocess.run([sys.executable, "-m", "labkit.machinery.cli", "assignment", "release", "--out",
+        release = subprocess.run([sys.executable, "-m", "labkit.cli", "assignment", "release", "--out",
                                   str(tmp / "release"), "--source", str(source)], capture_output=True, text=True)
         assert release.returncode == 0, release.stderr
         class_of_30(tmp / "class", source, tmp / "release" / "notebooks", tmp / "report")

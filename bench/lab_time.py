@@ -58,7 +58,7 @@ def quality_gate(runs):
     """The course DCGAN's unsure share and smallest digit share on 1000 samples."""
     from labkit import analysis
     from labkit.models import sample_images
-    from labkit.train import load_run
+    from labkit.gan import load_run
 
     run = load_run(runs / "dcgan_z16_g16_d16_steps5000_seed2022")
     counts = analysis.count_digits(sample_images(run.generator, 1000, seed=0))

@@ -36,9 +36,11 @@ from labkit import analysis, metrics
 from labkit.models import sample_images
 from labkit.reference import (COLUMNS, COURSE, EXPERIMENTS, INCEPTION_PROTOCOL, MNIST_PROTOCOL, REFERENCE_CSV,
                               course_grid_experiments, load)
-from labkit.machinery.runs import read_json, resolve_device, runs_root, write_json
-from labkit.train import TrainConfig, train
-from labkit.vae import VAEConfig, train_vae
+from labkit.runs.atomic import read_json, write_json
+from labkit.runs.device import resolve_device
+from labkit.runs.folder import runs_root
+from labkit.gan import train, TrainConfig
+from labkit.vae import train_vae, VAEConfig
 
 MARKDOWN = Path(__file__).with_suffix(".md")
 

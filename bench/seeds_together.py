@@ -1,4 +1,4 @@
-"""N seeds of one configuration: trained together (labkit.machinery.together) vs one after another (labkit.train).
+"""N seeds of one configuration: trained together (labkit.experiments.together) vs one after another (labkit.train).
 
 Both run the real trainers on MNIST. Each is timed per step between logging
 steps after a warm-up, so set-up (loading MNIST, building models) is left
@@ -10,7 +10,7 @@ added up. Printed per hidden size:
     N together     ms per step of all N seeds in one stacked model
     speed-up       N in turn / N together   (> 1: together is faster)
     vs one run     N together / one run     (the GPU goal: < 1.5 for 5 seeds)
-    sweep uses     what `labkit sweep` does here by default (labkit.machinery.sweep.stack_seeds)
+    sweep uses     what `labkit sweep` does here by default (labkit.experiments.sweep.stack_seeds)
 
     python bench/seeds_together.py                        # 5 seeds, hidden 16 32 64
     python bench/seeds_together.py --hidden 16 --steps 50 --device cpu
@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from labkit.machinery.runs import describe_device, resolve_device
-from labkit.machinery.sweep import stack_seeds
-from labkit.machinery.together import train_together
-from labkit.train import TrainConfig, train
+from labkit.runs.device import describe_device, resolve_device
+from labkit.experiments.sweep import stack_seeds
+from labkit.experiments.together import train_together
+from labkit.gan import train, TrainConfig
 
 
 def steady_ms_per_step(stamps, warmup):

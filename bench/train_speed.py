@@ -25,12 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit.machinery.code import LABKIT_GAN
+from labkit.experiments.together import LABKIT_GAN
 from labkit.data import BatchSampler, data_root, load_mnist
-from labkit.models import DCGANDiscriminator, DCGANGenerator
-from labkit.machinery.runs import resolve_device
-from labkit.step import gan_step
-from labkit.train import TrainConfig, build_models, train
+from labkit.solutions import DCGANDiscriminator, DCGANGenerator
+from labkit.runs.device import resolve_device
+from labkit.gan import gan_step
+from labkit.gan import build_models, train, TrainConfig
 
 
 def course_loop(hidden, steps, device, latent=16, batch_size=64, seed=0, on_step=None, progress=False):

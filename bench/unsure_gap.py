@@ -21,7 +21,7 @@ alone does to that share, beside labkit's standard sampling:
 Each share is over 1000 samples, for two sample seeds, with the smallest
 digit's share of its expected count (the gate's other half: at least 1/3).
 The loop that tracks the averages is labkit's (build_models, BatchSampler,
-gan_step, seeded as `labkit.train.train` seeds them); the script checks that its
+gan_step, seeded as `labkit.gan.train` seeds them); the script checks that its
 final G is bit-identical to `train`'s run before it reports anything.
 `--grid PNG` also saves the first 100 standard samples with the classifier's
 verdicts, to compare its "unsure" with your own eyes. Longer training is
@@ -41,12 +41,13 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from labkit import analysis
-from labkit.machinery.code import GANCode, LABKIT_GAN
+from labkit.experiments.together import LABKIT_GAN
+from labkit.gan import GANCode
 from labkit.data import BatchSampler, load_mnist
 from labkit.models import sample_images
-from labkit.machinery.runs import runs_root
-from labkit.step import gan_step, needs_losses
-from labkit.train import TrainConfig, build_models, train
+from labkit.runs.folder import runs_root
+from labkit.gan import gan_step, needs_losses
+from labkit.gan import build_models, train, TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fid_gap import DefaultInitDiscriminator, DefaultInitGenerator  # noqa: E402  (the same init as fid_gap)
@@ -73,7 +74,7 @@ def train_mode_samples(generator, count, seed, batch_size=64):
 
 
 def train_with_averages(config, decays, progress=True):
-    """The course's run, trained as `labkit.train.train` trains it, with EMAs of G kept alongside.
+    """The course's run, trained as `labkit.gan.train` trains it, with EMAs of G kept alongside.
 
     Returns (G, {decay: averaged G}). Only the CPU path: channels_last, as train() uses there. No
     rebalancing rule that reads the losses (train() passes it G's previous loss; this loop does not).

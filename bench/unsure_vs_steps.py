@@ -2,7 +2,7 @@
 
 Takes a finished run (by default the course's DCGAN, latent 16, hidden 16,
 seed 2022, 5000 steps, from the runs root), extends it step by step with
-`labkit.train.extend` (each length a new run folder; on a CPU exactly the
+`labkit.gan.extend` (each length a new run folder; on a CPU exactly the
 weights a run trained straight to that length would have), and at each length
 counts the digits of 1000 samples (two sample seeds) with the digit
 classifier: the share it is unsure of (confidence below 0.7; 1.3% of MNIST's
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from labkit import analysis
 from labkit.models import sample_images
-from labkit.machinery.runs import runs_root
-from labkit.train import TrainConfig, extend, load_run, train
+from labkit.runs.folder import runs_root
+from labkit.gan import extend, load_run, train, TrainConfig
 
 
 def main(argv=None):

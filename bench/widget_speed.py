@@ -39,8 +39,8 @@ import torch  # noqa: E402
 
 from labkit import analysis, plots  # noqa: E402
 from labkit.models import sample_images  # noqa: E402
-from labkit.machinery.runs import runs_root  # noqa: E402
-from labkit.train import TrainConfig, load_run, train  # noqa: E402
+from labkit.runs.folder import runs_root  # noqa: E402
+from labkit.gan import load_run, train, TrainConfig  # noqa: E402
 
 PATH = torch.linspace(-1, 2, 13)  # notebook 5's path: l = -1, -0.75, ..., 2
 

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from scipy import stats
 
+from .metrics import load_digit_classifier
 from .models import evaluating
+from .solutions.interpolation import interpolation_latents
 
 # Label counts of MNIST's 60,000 training images, digits 0-9.
 MNIST_TRAIN_COUNTS = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
@@ -51,8 +53,6 @@ class DigitCounts:
 
 def classify_digits(images, classifier=None, batch_size=1000):
     """(predicted digit, confidence) for each image, both (N,) CPU tensors."""
-    from .metrics import load_digit_classifier
-
     classifier = classifier or load_digit_classifier(images.device)
     with torch.no_grad():
         probs = torch.cat([classifier(images[i:i + batch_size]).softmax(1)
@@ -85,32 +85,6 @@ def count_digits(images, threshold=0.7, classifier=None):
 
 # ---------------------------------------------------------------------------
 # Latent interpolation
-
-
-def slerp(z1, z2, t):
-    """Spherical interpolation: walks along the great circle, keeping the norm
-    typical of Gaussian codes (a straight line passes nearer the origin)."""
-    z1n, z2n = z1 / z1.norm(dim=-1, keepdim=True), z2 / z2.norm(dim=-1, keepdim=True)
-    omega = torch.arccos((z1n * z2n).sum(-1, keepdim=True).clamp(-1, 1))
-    so = torch.sin(omega)
-    linear = (1 - t) * z1 + t * z2
-    spherical = (torch.sin((1 - t) * omega) * z1 + torch.sin(t * omega) * z2) / so.clamp_min(1e-8)
-    return torch.where(so.abs() < 1e-6, linear, spherical)
-
-
-def interpolation_latents(z1, z2, start=0.0, stop=1.0, steps=20, method="linear"):
-    """Codes z_i = (1 - l_i) z1 + l_i z2 for `steps` values l_i from start to stop.
-
-    z1, z2: (P, latent) pairs. Returns (P, steps, latent). [0, 1] interpolates,
-    [-1, 2] extrapolates beyond both ends, as in the course.
-    """
-    if method not in ("linear", "slerp"):
-        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}")
-    if steps < 2:
-        raise ValueError(f"steps must be at least 2, got {steps}")
-    t = torch.linspace(start, stop, steps, device=z1.device).view(1, steps, 1)
-    a, b = z1[:, None, :], z2[:, None, :]
-    return (1 - t) * a + t * b if method == "linear" else slerp(a, b, t)
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """The public checks of the lab's exercises: each says what it checked, or what is wrong and how to look.
 
-Every check compares a student's piece with labkit's reference (labkit.models,
-labkit.step, labkit.analysis) on the same inputs. A passing check prints one
+Every check compares a student's piece with labkit's reference answer
+(labkit/solutions/) on the same inputs. A passing check prints one
 line per property; a failing one raises AssertionError with a message meant
 for the student. The instructor's notebooks add hidden checks after these.
 
@@ -9,17 +9,42 @@ The same checks grade a submission, in the grader's own process: there the
 student's names are stand-ins for what the student's kernel defined
 (labkit/grading/remote.py), so a check uses only what a stand-in offers: calls,
 `train`/`eval`, `state_dict`/`load_state_dict`, `parameters` and
-`module_types` below. Grading also sets SEED anew for every exercise, so a
-submission never knows the inputs it will be graded on.
+`module_types` below.
+
+Grading sets SEED for every exercise from the instructor's secret, the student
+and the exercise (labkit/grading/secret.py): a submission cannot know its inputs,
+and a regrade draws the same ones. While grading, GRADING is true and a message
+shows no value the inputs or the student's code made (`shown`): with the same
+inputs on every regrade, a value in the feedback would tell a student the answer
+to write into the next submission, and a value the student's code returned could
+carry the secret inputs out.
 """
 
 import math
 
 import torch
 
+from . import solutions as answers
 from .models import count_parameters as count
 
-SEED = 0  # the inputs' seed; grading draws a new one for every exercise
+SEED = 0  # the inputs' seed; grading sets one per student and exercise
+GRADING = False  # true while grading: messages then show no values (see `shown`)
+
+
+def shown(value, spec=""):
+    """`value` formatted for a message: in a notebook the value itself, while grading "another value"."""
+    return "another value" if GRADING else format(value, spec)
+
+
+def shape(tensor):
+    """A tensor's shape for a message: (8, 1, 32, 32) in a notebook, "another shape" while grading."""
+    return "another shape" if GRADING else str(tuple(tensor.shape))
+
+
+def generator(offset=0):
+    """A torch.Generator seeded from SEED: the hidden checks draw every input from it, so the inputs
+    depend on nothing but the seed (not on how much the public checks drew before)."""
+    return torch.Generator().manual_seed((SEED + 1_000_003 * (offset + 1)) % 2**63)
 
 
 def ok(text):
@@ -33,11 +58,11 @@ def copy_weights(source, target):
     function; a wrong layer shows up as a shape that does not fit.
     """
     src, dst = list(source.state_dict().values()), target.state_dict()
-    assert len(src) == len(dst), (f"your network has {len(dst)} weight and buffer tensors, the course's has "
-                                  f"{len(src)}: a layer is missing or extra")
+    assert len(src) == len(dst), (f"your network has {shown(len(dst))} weight and buffer tensors, the course's "
+                                  f"has {shown(len(src))}: a layer is missing or extra")
     for (name, tensor), value in zip(dst.items(), src):
-        assert tensor.shape == value.shape, (f"your layer tensor {name} has shape {tuple(tensor.shape)} where the "
-                                             f"course's has {tuple(value.shape)}: check that layer's sizes and order")
+        assert tensor.shape == value.shape, (f"your layer tensor {shown(name)} has shape {shape(tensor)} where the "
+                                             f"course's has {shape(value)}: check that layer's sizes and order")
     target.load_state_dict(dict(zip(dst, src)))
 
 
@@ -48,10 +73,11 @@ def same_function(mine, reference, inputs, what):
         mine.train(mode == "train"), reference.train(mode == "train")
         with torch.no_grad():
             a, b = mine(inputs), reference(inputs)
-        assert a.shape == b.shape, f"{what} returns shape {tuple(a.shape)}, the course's {tuple(b.shape)}"
+        assert a.shape == b.shape, f"{what} returns shape {shape(a)}, the course's {shape(b)}"
         gap = (a - b).abs().max().item()
         assert gap < 1e-5, (f"{what} computes something else than the course's network with the same weights "
-                            f"({mode} mode, largest difference {gap:.3g}): check the layers' order, activations "
+                            f"({mode} mode, largest difference {shown(gap, '.3g')}): check the layers' order, "
+                            f"activations "
                             f"(LeakyReLU slope 0.2), BatchNorm placement and the final activation")
 
 
@@ -68,72 +94,69 @@ def module_types(model):
 
 def dcgan_networks(Generator, Discriminator):
     """The course's DCGAN generator and discriminator."""
-    from .models import DCGANDiscriminator, DCGANGenerator
-
     torch.manual_seed(SEED)
     for latent, hidden, expected in ((16, 16, 57_937), (100, 16, 143_953)):
         G = Generator(latent, hidden)
-        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {count(G):,} parameters; the course's "
-                                      f"has {expected:,}")
+        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {shown(count(G), ',')} parameters; the "
+                                      f"course's has {expected:,}")
         ok(f"Generator({latent}, {hidden}) has {expected:,} parameters")
     G, D = Generator(16, 16), Discriminator(16)
-    assert count(D) == count(DCGANDiscriminator(16)), \
-        f"Discriminator(16) has {count(D):,} parameters; the course's has {count(DCGANDiscriminator(16)):,}"
-    ok(f"Discriminator(16) has {count(D):,} parameters")
+    assert count(D) == count(answers.DCGANDiscriminator(16)), \
+        f"Discriminator(16) has {shown(count(D), ',')} parameters; the course's has {count(answers.DCGANDiscriminator(16)):,}"
+    ok(f"Discriminator(16) has {count(answers.DCGANDiscriminator(16)):,} parameters")
     z = torch.randn(8, 16)
     with torch.no_grad():
         images = G(z)
-        assert images.shape == (8, 1, 32, 32), f"G(z) has shape {tuple(images.shape)}; expected (8, 1, 32, 32)"
+        assert images.shape == (8, 1, 32, 32), f"G(z) has shape {shape(images)}; expected (8, 1, 32, 32)"
         assert images.min() >= -1 and images.max() <= 1, "G's images must lie in [-1, 1] (a Tanh at the end)"
         ok("G maps (8, 16) codes to (8, 1, 32, 32) images in [-1, 1]")
         p = D(images)
-        assert p.shape == (8,), f"D(images) has shape {tuple(p.shape)}; expected one probability per image, (8,)"
+        assert p.shape == (8,), f"D(images) has shape {shape(p)}; expected one probability per image, (8,)"
         assert ((p > 0) & (p < 1)).all(), "D's outputs must be probabilities in (0, 1) (a Sigmoid at the end)"
         assert torch.allclose(torch.sigmoid(D.logits(images)), p, atol=1e-6), \
             "D.logits(x) must be D's score before its final Sigmoid: sigmoid(D.logits(x)) == D(x)"
         ok("D gives one probability in (0, 1) per image, and logits before its Sigmoid")
-    same_function(Generator(16, 16), DCGANGenerator(16, 16), z, "your Generator")
-    same_function(Discriminator(16), DCGANDiscriminator(16), torch.rand(8, 1, 32, 32) * 2 - 1, "your Discriminator")
+    same_function(Generator(16, 16), answers.DCGANGenerator(16, 16), z, "your Generator")
+    same_function(Discriminator(16), answers.DCGANDiscriminator(16), torch.rand(8, 1, 32, 32) * 2 - 1, "your Discriminator")
     ok("with the same weights, both compute what the course's networks compute")
     print("All public checks passed.")
 
 
 def gan_losses(discriminator_loss, generator_loss):
     """The step's two losses, from D's logits."""
-    from . import step
-
     torch.manual_seed(SEED)
     real, fake = torch.randn(64) * 3, torch.randn(64) * 3
-    for name, mine, ref in (("discriminator_loss", discriminator_loss(real, fake), step.discriminator_loss(real, fake)),
-                            ("generator_loss", generator_loss(fake), step.generator_loss(fake))):
+    for name, mine, ref in (("discriminator_loss", discriminator_loss(real, fake), answers.discriminator_loss(real, fake)),
+                            ("generator_loss", generator_loss(fake), answers.generator_loss(fake))):
         assert torch.is_tensor(mine) and mine.dim() == 0, \
             f"{name} must return one number (a 0-d tensor), the batch mean"
         assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-6), \
-            f"{name} gives {mine.item():.5f} where it should give {ref.item():.5f}"
+            f"{name} gives {shown(mine.item(), '.5f')} where it should give {shown(ref.item(), '.5f')}"
     ok("both losses equal binary cross-entropy with the right targets, averaged over the batch")
     # A sure discriminator. In float32, sigmoid(s) rounds to exactly 1.0 from s of about 17, and to exactly 0.0
     # only below about -103; at logits of +-200 both probabilities are exact 1s and 0s.
     logits = "compute it from the logits, e.g. with F.binary_cross_entropy_with_logits, not from torch.sigmoid"
-    clamped = ("gives {got:.1f} where it should give {want:.1f}: it looks computed from probabilities with "
+    clamped = ("gives {got} where it should give {want}: it looks computed from probabilities with "
                "nn.BCELoss / F.binary_cross_entropy, which clamp log(0) to -100, so the loss stops at 100 and its "
                "gradient is 0 exactly where G needs it; " + logits)
     sure_real, sure_fake = torch.full((4,), 200.0, requires_grad=True), torch.full((4,), -200.0, requires_grad=True)
     for name, got, want in (
             ("discriminator_loss (D sure and right)", discriminator_loss(sure_real, sure_fake),
-             step.discriminator_loss(sure_real, sure_fake)),
+             answers.discriminator_loss(sure_real, sure_fake)),
             ("discriminator_loss (D sure and wrong)", discriminator_loss(-sure_real, -sure_fake),
-             step.discriminator_loss(-sure_real, -sure_fake))):
+             answers.discriminator_loss(-sure_real, -sure_fake))):
         assert math.isfinite(got.item()), (
             f"{name} is infinite or NaN for probabilities of exactly 0 and 1 (logits of +-200): {logits}")
         assert math.isclose(got.item(), want.item(), rel_tol=1e-4, abs_tol=1e-4), \
-            clamped.format(got=got.item(), want=want.item()).replace("gives", f"{name} gives", 1)
-    loss_g, want = generator_loss(sure_fake), step.generator_loss(sure_fake.detach())
+            clamped.format(got=shown(got.item(), ".1f"), want=shown(want.item(), ".1f")).replace(
+                "gives", f"{name} gives", 1)
+    loss_g, want = generator_loss(sure_fake), answers.generator_loss(sure_fake.detach())
     assert math.isfinite(loss_g.item()), (
         f"generator_loss is infinite or NaN where D is sure G's images are fake (probability exactly 0): {logits}")
     assert loss_g.item() > 1, ("generator_loss is about 0 where D rejects every fake: that is the saturating loss "
                                "log(1 - D(G(z))), which G minimises to no effect; use -log D(G(z)) (target 1)")
     assert math.isclose(loss_g.item(), want.item(), rel_tol=1e-4), \
-        "generator_loss " + clamped.format(got=loss_g.item(), want=want.item())
+        "generator_loss " + clamped.format(got=shown(loss_g.item(), ".1f"), want=shown(want.item(), ".1f"))
     loss_g.backward()
     grad = sure_fake.grad
     assert grad is not None and torch.isfinite(grad).all(), "generator_loss must have a finite gradient"
@@ -150,8 +173,6 @@ def gan_losses(discriminator_loss, generator_loss):
 
 def rebalancing_rule(update_discriminator):
     """update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0)."""
-    from .step import update_discriminator as reference
-
     cases = [((1, 0.5, None), {}), ((2, 0.5, 1.0), {}),  # the course: D updates every step
              ((1, 0.5, None), {"every": 2}), ((2, 0.5, 1.0), {"every": 2}), ((3, 0.5, 1.0), {"every": 2}),
              ((4, 0.5, 1.0), {"every": 2}),
@@ -159,9 +180,9 @@ def rebalancing_rule(update_discriminator):
              ((5, 0.9, 1.0), {"pause_ratio": 0.8}),  # 0.9 >= 0.8: update
              ((1, 0.1, None), {"pause_ratio": 0.8})]  # no G loss yet at step 1: update
     for args, kwargs in cases:
-        got, want = update_discriminator(*args, **kwargs), reference(*args, **kwargs)
+        got, want = update_discriminator(*args, **kwargs), answers.update_discriminator(*args, **kwargs)
         assert bool(got) == want, (f"update_discriminator(step={args[0]}, loss_D={args[1]}, loss_G={args[2]}"
-                                   f"{''.join(f', {k}={v}' for k, v in kwargs.items())}) returned {got}; "
+                                   f"{''.join(f', {k}={v}' for k, v in kwargs.items())}) returned {shown(got)}; "
                                    f"D should {'update' if want else 'skip'} at that step")
     ok("every=1: D updates at every step")
     ok("every=2: D updates at steps 1, 3, 5, ... and skips 2, 4, ...")
@@ -175,27 +196,25 @@ def rebalancing_rule(update_discriminator):
 
 def interpolation(interpolation_latents, slerp):
     """interpolation_latents(z1, z2, start, stop, steps, method) and slerp(z1, z2, t)."""
-    from . import analysis
-
     torch.manual_seed(SEED)
     z1, z2 = torch.randn(3, 16), torch.randn(3, 16)
     for start, stop, steps in ((0.0, 1.0, 5), (-1.0, 2.0, 7)):
         mine = interpolation_latents(z1, z2, start, stop, steps, "linear")
-        ref = analysis.interpolation_latents(z1, z2, start, stop, steps, "linear")
+        ref = answers.interpolation_latents(z1, z2, start, stop, steps, "linear")
         assert tuple(mine.shape) == tuple(ref.shape), \
-            f"codes have shape {tuple(mine.shape)}; expected {tuple(ref.shape)} (pairs, steps, latent)"
+            f"codes have shape {shape(mine)}; expected {tuple(ref.shape)} (pairs, steps, latent)"
         assert torch.allclose(mine, ref, atol=1e-5), \
             f"the linear codes over [{start}, {stop}] are not (1 - l) z1 + l z2"
     ok("linear codes (1 - l) z1 + l z2 over [0, 1] and [-1, 2], shape (pairs, steps, latent)")
     t = torch.tensor([[0.0], [0.25], [1.0]])
-    mine, ref = slerp(z1, z2, t), analysis.slerp(z1, z2, t)
+    mine, ref = slerp(z1, z2, t), answers.slerp(z1, z2, t)
     assert torch.allclose(mine, ref, atol=1e-4), "slerp(z1, z2, t) does not follow the great circle from z1 to z2"
     assert torch.allclose(slerp(z1, z2, torch.zeros(3, 1)), z1, atol=1e-5) and \
         torch.allclose(slerp(z1, z2, torch.ones(3, 1)), z2, atol=1e-5), \
         "slerp must start at z1 (t=0) and end at z2 (t=1)"
     ok("slerp starts at z1, ends at z2 and follows the great circle between them")
     mine = interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp")
-    assert torch.allclose(mine, analysis.interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp"), atol=1e-4), \
+    assert torch.allclose(mine, answers.interpolation_latents(z1, z2, 0.0, 1.0, 5, "slerp"), atol=1e-4), \
         "interpolation_latents(..., method='slerp') must use slerp for every step"
     ok("method='slerp' walks the same steps along the great circle")
     print("All public checks passed.")
@@ -207,15 +226,14 @@ def interpolation(interpolation_latents, slerp):
 
 def mlp_networks(MLPGenerator, MLPDiscriminator):
     """The MLP GAN's generator, and its discriminator with and without BatchNorm."""
-    from . import models
-
     torch.manual_seed(SEED)
     G, D = MLPGenerator(16), MLPDiscriminator()
-    for mine, ref, what in ((G, models.MLPGenerator(16), "MLPGenerator(16)"),
-                            (D, models.MLPDiscriminator(), "MLPDiscriminator()"),
-                            (MLPDiscriminator(batch_norm=True), models.MLPDiscriminator(batch_norm=True),
+    for mine, ref, what in ((G, answers.MLPGenerator(16), "MLPGenerator(16)"),
+                            (D, answers.MLPDiscriminator(), "MLPDiscriminator()"),
+                            (MLPDiscriminator(batch_norm=True), answers.MLPDiscriminator(batch_norm=True),
                              "MLPDiscriminator(batch_norm=True)")):
-        assert count(mine) == count(ref), f"{what} has {count(mine):,} parameters; the course's has {count(ref):,}"
+        assert count(mine) == count(ref), \
+            f"{what} has {shown(count(mine), ',')} parameters; the course's has {count(ref):,}"
         ok(f"{what} has {count(ref):,} parameters")
     batch_norms = module_types(MLPDiscriminator(batch_norm=True)).count("BatchNorm1d")
     assert batch_norms == 3 and "BatchNorm1d" not in module_types(D), \
@@ -230,10 +248,10 @@ def mlp_networks(MLPGenerator, MLPDiscriminator):
         assert p.shape == (8,) and ((p > 0) & (p < 1)).all(), "D must return one probability in (0, 1) per image"
         assert torch.allclose(torch.sigmoid(D.logits(images)), p, atol=1e-6), "sigmoid(D.logits(x)) must equal D(x)"
     ok("shapes and ranges: (N, 1, 32, 32) images in [-1, 1], (N,) probabilities, logits before the Sigmoid")
-    same_function(MLPGenerator(16), models.MLPGenerator(16), z, "your MLPGenerator")
+    same_function(MLPGenerator(16), answers.MLPGenerator(16), z, "your MLPGenerator")
     x = torch.rand(8, 1, 32, 32) * 2 - 1
-    same_function(MLPDiscriminator(), models.MLPDiscriminator(), x, "your MLPDiscriminator")
-    same_function(MLPDiscriminator(batch_norm=True), models.MLPDiscriminator(batch_norm=True), x,
+    same_function(MLPDiscriminator(), answers.MLPDiscriminator(), x, "your MLPDiscriminator")
+    same_function(MLPDiscriminator(batch_norm=True), answers.MLPDiscriminator(batch_norm=True), x,
                   "your MLPDiscriminator(batch_norm=True)")
     ok("with the same weights, all three compute what the course's networks compute")
     print("All public checks passed.")
@@ -245,12 +263,10 @@ def mlp_networks(MLPGenerator, MLPDiscriminator):
 
 def vae_pieces(reparameterize, kl_divergence, vae_loss):
     """The VAE's reparameterisation, KL term and loss."""
-    from . import models
-
     torch.manual_seed(SEED)
     mean, logvar, noise = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
     z = reparameterize(mean, logvar, noise)
-    assert torch.allclose(z, models.reparameterize(mean, logvar, noise), atol=1e-6), \
+    assert torch.allclose(z, answers.reparameterize(mean, logvar, noise), atol=1e-6), \
         "reparameterize must return mean + sigma * noise, with sigma = exp(logvar / 2)"
     ok("reparameterize: z = mean + exp(logvar / 2) * noise")
     mean_g, logvar_g = mean.clone().requires_grad_(True), logvar.clone().requires_grad_(True)
@@ -259,17 +275,18 @@ def vae_pieces(reparameterize, kl_divergence, vae_loss):
         "gradients must reach mean and logvar through z (do not sample with torch.normal or detach)"
     ok("gradients flow from z back to mean and logvar")
     kl = kl_divergence(mean, logvar)
-    assert tuple(kl.shape) == (5,), f"kl_divergence must return one value per image, shape (5,); got {tuple(kl.shape)}"
-    assert torch.allclose(kl, models.kl_divergence(mean, logvar), atol=1e-5), \
+    assert tuple(kl.shape) == (5,), f"kl_divergence must return one value per image, shape (5,); got {shape(kl)}"
+    assert torch.allclose(kl, answers.kl_divergence(mean, logvar), atol=1e-5), \
         "kl_divergence is not KL(N(mean, exp(logvar)) || N(0, I)) summed over the latent dimensions"
     assert kl_divergence(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() < 1e-6, "KL(N(0, I) || N(0, I)) must be 0"
     ok("kl_divergence: 0 for the prior itself, and the closed form per image")
     images = torch.rand(6, 1, 32, 32).round() * 2 - 1
     logits, mean, logvar = torch.randn(6, 1, 32, 32) * 3, torch.randn(6, 10), torch.randn(6, 10) * 0.5
-    mine, ref = vae_loss(logits, images, mean, logvar), models.vae_loss(logits, images, mean, logvar)
+    mine, ref = vae_loss(logits, images, mean, logvar), answers.vae_loss(logits, images, mean, logvar)
     assert torch.is_tensor(mine) and mine.dim() == 0, "vae_loss must return one number: the batch mean"
     assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4), (
-        f"vae_loss gives {mine.item():.3f} where the negative ELBO is {ref.item():.3f} nats per image: "
+        f"vae_loss gives {shown(mine.item(), '.3f')} where the negative ELBO is {shown(ref.item(), '.3f')} nats per "
+        f"image: "
         f"reconstruction (Bernoulli, summed over the pixels) plus KL, averaged over the batch")
     ok("vae_loss: Bernoulli reconstruction summed over pixels, plus KL, averaged over the batch")
     print("All public checks passed.")

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torchvision.datasets import MNIST
 
-MNIST_TRAIN_SIZE = 60_000
+from .runs.config import MNIST_TRAIN_SIZE  # noqa: F401 (the dataset's size, also said here)
+
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -52,8 +54,6 @@ def check_mnist_files(raw):
 
 
 def _torchvision_mnist(root, train):
-    from torchvision.datasets import MNIST
-
     check_mnist_files(Path(root) / "MNIST" / "raw")
     try:
         return MNIST(root=str(root), train=train, download=True)

@@ -19,19 +19,27 @@ which, and why.
 `lab.run(config)` returns a run trained with exactly `config`: it loads the
 run if any notebook (or `labkit train`) trained it before, and trains it
 otherwise, saying which it did. The run's folder name holds its settings
-(labkit/machinery/runs.py), so a widget that trains other settings makes a new run and
+(labkit/runs/folder.py), so a widget that trains other settings makes a new run and
 never changes what another notebook loads.
 """
 
 import csv
+import inspect
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from IPython.display import Code, display
 
-from .machinery.runs import describe_device, runs_root
+from .experiments import sweep as sweeps
+from .gan import GANCode, build_training, extend as extend_run, gan_step, memory_format, train
+from .metrics import generator_fid
+from .runs.config import TrainConfig, VAEConfig
+from .runs.device import describe_device, forked_rng
+from .runs.folder import runs_root
+from .vae import train_vae
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ def describe_choice():
 
 
 def runs_dir():
-    """Where the lab's runs are: the runs root shared with the `labkit` command (labkit/machinery/runs.py)."""
+    """Where the lab's runs are: the runs root shared with the `labkit` command (labkit/runs/folder.py)."""
     return runs_root()
 
 
@@ -129,20 +137,16 @@ def device():
 
 def config(**settings):
     """A TrainConfig with the profile's steps, and `settings` on top (a misspelt name is an error)."""
-    from .train import TrainConfig
-
     p = profile()
     return TrainConfig(num_training_steps=p.steps, saving_steps=p.saving_steps).updated(**settings)
 
 
 def run(train_config=None, *, code=None, **settings):
-    """The run trained with exactly this configuration: loaded if it exists, else trained (a `train.Run`).
+    """The run trained with exactly this configuration: loaded if it exists, else trained (a `gan.Run`).
 
     train_config: a TrainConfig (default: `config(**settings)`).
-    code:         a labkit.code.GANCode with your own pieces (default: labkit's).
+    code:         a labkit.gan.GANCode with your own pieces (default: labkit's).
     """
-    from .train import train
-
     if train_config is not None and settings:
         train_config = train_config.updated(**settings)
     return train(train_config or config(**settings), code=code)
@@ -150,16 +154,12 @@ def run(train_config=None, *, code=None, **settings):
 
 def extend(run_, steps, *, code=None):
     """Train a finished run on to `steps` steps, as a new run (the original stays as it is)."""
-    from .train import extend as extend_run
-
     return extend_run(run_, steps, code=code)
 
 
 def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_count=None):
     """The profile's latent x hidden x seeds sweep over the lab's runs (so runs trained by other
     notebooks are reused); returns (runs, summary). seeds: a list, or a number N for 2022 ... 2022 + N - 1."""
-    from .machinery import sweep as sweeps
-
     p = profile()
     return sweeps.sweep(latent_dims or p.latent_sizes, hidden_dims or p.hidden_sizes, seeds or list(p.seeds),
                         runs_dir(), config(), fid_count=fid_count or p.fid_count,
@@ -168,8 +168,6 @@ def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_cou
 
 def vae(latent_dim, seed=2022, *, code=None):
     """The VAE with this latent size and the profile's steps: loaded, or trained (a `vae.VAERun`)."""
-    from .vae import VAEConfig, train_vae
-
     p = profile()
     vae_config = VAEConfig(latent_dim=latent_dim, num_training_steps=p.vae_steps, seed=seed,
                            saving_steps=max(p.vae_steps // 5, 1), logging_steps=p.vae_logging_steps)
@@ -178,8 +176,6 @@ def vae(latent_dim, seed=2022, *, code=None):
 
 def fid(generator):
     """The profile's FID of a generator (Inception or MNIST-FID, with its counts in the label), with progress."""
-    from .metrics import generator_fid
-
     p = profile()
     return generator_fid(generator, p.fid_count, p.fid_backbone, progress=True)
 
@@ -187,26 +183,22 @@ def fid(generator):
 def seconds_per_step(hidden_dim=16, steps=5):
     """Seconds per training step of the course's DCGAN at this hidden size, here (the banner's estimate).
 
-    It times the trainer's own step (labkit.step.gan_step, on networks and Adams
-    built as labkit.train builds them, on this device) for `steps` steps after
+    It times the trainer's own step (labkit.gan.gan_step, on networks and Adams
+    built as labkit.gan builds them, on this device) for `steps` steps after
     one warm-up step, waiting for the device before and after.
     """
-    from .machinery.code import LABKIT_GAN
-    from .machinery.runs import forked_rng
-    from .step import gan_step
-    from .train import TrainConfig, build_training, memory_format
-
     dev = device()
     config = TrainConfig(generator_hidden_dim=hidden_dim, discriminator_hidden_dim=hidden_dim, device=dev.type)
     with forked_rng(dev):
-        generator, discriminator, opt_g, opt_d = build_training(config, LABKIT_GAN, dev)
+        code = GANCode()  # labkit's own pieces
+        generator, discriminator, opt_g, opt_d = build_training(config, code, dev)
         real = torch.rand(config.batch_size, 1, 32, 32, device=dev).contiguous(memory_format=memory_format(dev))
         z = torch.randn(config.batch_size, config.latent_dim, device=dev)
         for step in range(1, steps + 2):
             if step == 2:  # after the warm-up step
                 synchronize(dev)
                 start = time.perf_counter()
-            gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, LABKIT_GAN)
+            gan_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code)
         synchronize(dev)
     return (time.perf_counter() - start) / steps
 
@@ -254,8 +246,4 @@ def banner(notebook=None):
 
 def show(*objects):
     """Show functions' or classes' source in the notebook, as the lesson's code to read."""
-    import inspect
-
-    from IPython.display import Code, display
-
     display(Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python"))

@@ -25,9 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_fid.inception import InceptionV3
+from tqdm.auto import tqdm
 
+from .classifier import ASSET, CHECKPOINT_KIND, DigitClassifier
 from .data import load_mnist, to_unit_range
-from .machinery import cache_file
+from .models import sample_images
+from .runs.checkpoints import load_checkpoint
+from .runs.targets import cache_file
 
 BACKBONES = ("inception", "mnist")
 INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
@@ -55,8 +60,6 @@ def load_inception(device="cpu"):
     """pytorch-fid's InceptionV3 returning pool3 features, in eval mode on `device`."""
     key = ("inception", str(device))
     if key not in _models:
-        from pytorch_fid.inception import InceptionV3
-
         try:
             model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
         except Exception as err:
@@ -76,10 +79,6 @@ def load_inception(device="cpu"):
 
 def load_digit_classifier(device="cpu", path=None):
     """labkit's trained DigitClassifier (>= 99% MNIST test accuracy), eval mode."""
-    from .machinery import load_checkpoint
-    from .classifier import ASSET, CHECKPOINT_KIND
-    from .models import DigitClassifier
-
     key = ("mnist", str(device), str(path))
     if key not in _models:
         state = load_checkpoint(path or ASSET, CHECKPOINT_KIND)
@@ -97,8 +96,6 @@ def features(images, backbone="inception", batch_size=None, device=None, progres
     device defaults to the images' device, so features of a generator's samples
     are computed where the generator is.
     """
-    from tqdm.auto import tqdm
-
     _check_images(images)
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -256,8 +253,6 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
     """
     key = f"mnist-{split}-n{count}-seed{seed}-{backbone}"
     if backbone == "mnist":
-        from .classifier import ASSET
-
         key += "-" + hashlib.sha1(ASSET.read_bytes()).hexdigest()[:8]
     path = cache_dir() / "fid_stats" / f"{key}.npz"
     if path.exists():
@@ -270,7 +265,7 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
     try:
         with cache_file(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
             np.savez(tmp, mu=mu, sigma=sigma)
-    except (OSError, ValueError) as err:  # ValueError: the machinery's TargetError (a link where the cache goes)  # a read-only, full or odd cache costs time next call, never the result
+    except (OSError, ValueError) as err:  # ValueError: a TargetError (a link where the cache goes); a read-only, full or odd cache costs time next call, never the result
         if not _warned.get("cache"):
             _warned["cache"] = True
             reason = err.strerror if isinstance(err, OSError) and err.strerror else err
@@ -284,8 +279,6 @@ def generator_fid(generator, count=3000, backbone="inception", real_count=None, 
     """labkit's standard protocol: FID of `count` samples against `real_count` (default: the
     same number, 3000 as in the course's main.py) MNIST training images, with the real
     statistics cached."""
-    from .models import sample_images
-
     real_count = real_count or count
     device = next(generator.parameters()).device
     mu1, s1 = real_statistics(real_count, "train", seed, backbone, device, progress)

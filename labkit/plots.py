@@ -7,6 +7,7 @@ grids are torchvision's make_grid; curves are smoothed like TensorBoard
 """
 
 import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
 import numpy as np
 from torchvision.utils import make_grid
 
@@ -151,8 +152,6 @@ def plot_heatmap(table, row_values, col_values, row_label, col_label, title, fmt
 def plot_path(row, values, point, chosen, title=""):
     """A latent path as one row of images labelled by l, the one nearest `chosen` framed in red, and
     `point` (the image at l = chosen) shown larger on the right."""
-    from matplotlib.patches import Rectangle
-
     count = len(row)
     fig = plt.figure(figsize=(WIDTH, 1.9))
     grid = fig.add_gridspec(1, count + 3, wspace=0.08)

@@ -1,6 +1,6 @@
 """Training the VAE, with the GAN trainer's conventions.
 
-A run folder is laid out as labkit/machinery/runs.py describes (config.json,
+A run folder is laid out as labkit/runs/folder.py describes (config.json,
 history.csv, tensorboard/, checkpoints/, samples/); rerunning resumes, and a
 finished run is loaded. The training images are MNIST train less a held-out
 dev split (`dev_size` images chosen by a fixed seed, the same for every run);
@@ -14,52 +14,109 @@ The loss is the negative evidence lower bound (ELBO) of Kingma & Welling (2014):
          = reconstruction          + KL
 
 estimated with one z per image, z = mean + sigma * noise (the
-reparameterisation). labkit.models holds the three pieces (reparameterize,
-kl_divergence, vae_loss); a student's versions train through `code=VAECode(...)`.
+reparameterisation). Notebook 09 asks students for the three pieces
+(reparameterize, kl_divergence, vae_loss; labkit's answers are in
+labkit/solutions/vae.py); a student's versions train through `code=VAECode(...)`.
 """
 
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from .data import BatchSampler, load_mnist
-from .machinery import REFERENCE, RunConfig, VAECode, read_run, training
-from .models import VAE, evaluating
-from .train import check_seed, check_whole, fixed_noise, fixed_samples
+from .models import check_size, evaluating, fixed_noise, fixed_samples
+from .runs.code import Code
+from .runs.config import VAEConfig
+from .runs.training import read_run, training
+from .solutions import vae as answers
 
 VAE_COLUMNS = ("step", "train_loss", "train_kl", "train_reconstruction", "dev_loss", "dev_kl", "dev_reconstruction")
 CHECKPOINT_KIND = "vae"
 DEV_SPLIT_SEED = 0
-LIMITS = dict(latent_dim=4096, batch_size=50_000, num_training_steps=10_000_000, logging_steps=10_000_000,
-              saving_steps=10_000_000, dev_size=10_000)
+class VAEDecoder(nn.Module):
+    """latent (N, z) -> image (N, 1, 32, 32) in [-1, 1]: the VAE's generator.
+
+    It has `latent_dim` and is called on codes like a GAN generator, so
+    `sample_images`, FID and interpolation work on it unchanged.
+    """
+
+    def __init__(self, latent_dim):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.project = nn.Linear(latent_dim, 128 * 4 * 4)
+        self.net = nn.Sequential(
+            nn.ReLU(True),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.ReLU(True),  # 8x8
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(True),  # 16x16
+            nn.ConvTranspose2d(32, 1, 4, 2, 1),  # 32x32 logits
+        )
+
+    def logits(self, z):
+        """Per-pixel Bernoulli logits of the probability that a pixel is ink."""
+        return self.net(self.project(z.reshape(z.size(0), self.latent_dim)).view(-1, 128, 4, 4))
+
+    def forward(self, z):
+        return torch.sigmoid(self.logits(z)) * 2 - 1  # the mean image, in labkit's [-1, 1]
 
 
-@dataclass
-class VAEConfig(RunConfig):
-    latent_dim: int = 10
-    batch_size: int = 32
-    num_training_steps: int = 25000
-    learning_rate: float = 1e-3
-    logging_steps: int = 100
-    saving_steps: int = 5000
-    dev_size: int = 5000
-    seed: int = 2022
-    device: str = "auto"
-    code: str = REFERENCE  # "labkit", or "student-<hash>" (labkit/machinery/code.py)
+class VAE(nn.Module):
+    """A convolutional variational autoencoder (Kingma & Welling, 2014).
 
-    def __post_init__(self):
-        self.check_types()
-        for name, limit in LIMITS.items():
-            check_whole(name, getattr(self, name), limit)
-        check_seed(self.seed)
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < float("inf")):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+    Encoder: 32 -> 16 -> 8 -> 4 pixels (32, 64, 128 channels), then linear maps
+    to the mean and log-variance of q(z|x). Decoder: `VAEDecoder`, the mirror.
 
-    def name_parts(self):
-        parts = [f"vae_z{self.latent_dim}", f"steps{self.num_training_steps}", f"seed{self.seed}"]
-        return parts + self.suffixes(dict(batch_size="b", learning_rate="lr", dev_size="dev", code=str))
+    Reconstruction likelihood: Bernoulli per pixel, i.e. binary cross-entropy
+    between the decoder's logits and the image in [0, 1]. MNIST pixels are
+    nearly binary (most are 0 or 1), which a Bernoulli describes well; a
+    Gaussian with a fixed variance would need that variance chosen by hand,
+    and it sets how blurry samples get. The image a VAE shows is the decoder's
+    mean, sigmoid(logits).
+    """
+
+    def __init__(self, latent_dim=10):
+        super().__init__()
+        check_size("latent_dim", latent_dim)
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(True),  # 16x16
+            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(True),  # 8x8
+            nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(True),  # 4x4
+            nn.Flatten(),
+        )
+        self.to_mean = nn.Linear(128 * 4 * 4, latent_dim)
+        self.to_logvar = nn.Linear(128 * 4 * 4, latent_dim)
+        self.decoder = VAEDecoder(latent_dim)
+
+    def encode(self, images):
+        """Mean and log-variance of q(z | x), each (N, latent_dim)."""
+        h = self.encoder(images)
+        return self.to_mean(h), self.to_logvar(h)
+
+    def forward(self, images, noise=None, sample=answers.reparameterize):
+        """(reconstruction logits, mean, logvar) of `images`.
+
+        noise:  N(0, I) draws for the reparameterisation (default: fresh ones);
+        sample: the reparameterisation, sample(mean, logvar, noise) -> z.
+        """
+        mean, logvar = self.encode(images)
+        if noise is None:
+            noise = torch.randn_like(mean)
+        return self.decoder.logits(sample(mean, logvar, noise)), mean, logvar
+
+
+@dataclass(frozen=True)
+class VAECode(Code):
+    """The pieces of a VAE run: reparameterize(mean, logvar, noise), kl_divergence(mean, logvar)
+    (per image), vae_loss(logits, images, mean, logvar) (the batch mean); labkit's are in
+    labkit/solutions/vae.py."""
+
+    reparameterize: Callable = answers.reparameterize
+    kl_divergence: Callable = answers.kl_divergence
+    vae_loss: Callable = answers.vae_loss
 
 
 @dataclass
@@ -113,7 +170,7 @@ def evaluate(vae, images, batch_size=1000, seed=0, code=None):
 def train_vae(config=None, out_dir=None, *, code=None, progress=True, **overrides):
     """Train (or resume, or load) a VAE run; returns a VAERun.
 
-    The arguments are those of labkit.train.train; `code` is a VAECode.
+    The arguments are those of labkit.gan.train; `code` is a VAECode.
     """
     code = code or VAECode()
     config = replace((config or VAEConfig()).updated(**overrides), code=code.identity)
@@ -126,7 +183,7 @@ def train_vae(config=None, out_dir=None, *, code=None, progress=True, **override
 
 
 def _train_vae(loop, config, code):
-    """The training loop. `loop` (labkit/machinery/loop.py) holds the run folder: it resumes, logs and saves."""
+    """The training loop. `loop` (labkit/runs/training.py) holds the run folder: it resumes, logs and saves."""
     device = loop.device
     torch.manual_seed(config.seed)  # the initial weights
     vae = VAE(config.latent_dim).to(device)
@@ -172,7 +229,7 @@ def load_vae_run(run_dir, device="cpu", code=None):
 
 
 def _run_from(saved, device):
-    """The `VAERun` of a saved run (labkit/machinery/loop.py's SavedRun)."""
+    """The `VAERun` of a saved run (labkit/runs/training.py's SavedRun)."""
     with torch.random.fork_rng(devices=[]):  # building a model draws its initial weights
         vae = VAE(saved.config.latent_dim)
     saved.load(vae=vae)

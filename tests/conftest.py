@@ -49,7 +49,7 @@ def offline(monkeypatch):
 @pytest.fixture(scope="session")
 def small_gan(tmp_path_factory):
     """A DCGAN trained for 300 steps on MNIST: blurry, but it draws digits."""
-    from labkit.train import TrainConfig, train
+    from labkit.gan import train, TrainConfig
 
     return train(TrainConfig(num_training_steps=300, saving_steps=300, device="cpu"),
                  tmp_path_factory.mktemp("gan"), progress=False)

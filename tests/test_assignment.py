@@ -21,7 +21,7 @@ def labkit(*args, cwd=None, env_extra=None, timeout=900):
     import os
 
     env = dict(os.environ, LABKIT_PROFILE="smoke", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "labkit.machinery.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
 
 
@@ -95,8 +95,8 @@ def test_a_release_never_overwrites_students_work(release, tmp_path):
 def test_a_run_trained_with_student_code_lives_in_its_own_folder(tmp_path, monkeypatch):
     import torch.nn.functional as F
 
-    from labkit.machinery.code import GANCode
-    from labkit.train import TrainConfig, train
+    from labkit.gan import GANCode
+    from labkit.gan import train, TrainConfig
 
     def generator_loss(fake_logits):  # a student's own (equivalent) loss
         return F.softplus(-fake_logits).mean()
@@ -111,7 +111,7 @@ def test_a_run_trained_with_student_code_lives_in_its_own_folder(tmp_path, monke
     assert "def generator_loss(fake_logits)" in (mine.path / "code.py").read_text()
     assert not (theirs.path / "code.py").exists() and theirs.config.code == "labkit"
     # Loading it needs the same code: labkit's own would be a different model.
-    from labkit.train import load_run
+    from labkit.gan import load_run
     with pytest.raises(ValueError, match="trained with student-") as refused:
         load_run(mine.path)
     assert str(mine.path / "code.py") in str(refused.value) and "code=GANCode(...)" in str(refused.value)

@@ -27,7 +27,7 @@ def test_unsure_vs_steps_extends_a_run_and_counts_its_digits(tmp_path):
     import os
 
     env = dict(os.environ, LABKIT_RUNS=str(tmp_path / "runs"), LABKIT_CACHE=str(tmp_path / "cache"))
-    train = subprocess.run([sys.executable, "-m", "labkit.machinery.cli", "train", "--num_training_steps", "10",
+    train = subprocess.run([sys.executable, "-m", "labkit.cli", "train", "--num_training_steps", "10",
                             "--generator_hidden_dim", "8", "--discriminator_hidden_dim", "8", "--no_cuda", "--quiet"],
                            capture_output=True, text=True, env=env, timeout=600)
     assert train.returncode == 0, train.stderr

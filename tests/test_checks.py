@@ -5,16 +5,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import analysis, checks, models, step
+from labkit import checks, solutions
 
 
 def test_labkits_reference_pieces_pass_every_check(capsys):
-    checks.dcgan_networks(models.DCGANGenerator, models.DCGANDiscriminator)
-    checks.gan_losses(step.discriminator_loss, step.generator_loss)
-    checks.rebalancing_rule(step.update_discriminator)
-    checks.interpolation(analysis.interpolation_latents, analysis.slerp)
-    checks.mlp_networks(models.MLPGenerator, models.MLPDiscriminator)
-    checks.vae_pieces(models.reparameterize, models.kl_divergence, models.vae_loss)
+    checks.dcgan_networks(solutions.DCGANGenerator, solutions.DCGANDiscriminator)
+    checks.gan_losses(solutions.discriminator_loss, solutions.generator_loss)
+    checks.rebalancing_rule(solutions.update_discriminator)
+    checks.interpolation(solutions.interpolation_latents, solutions.slerp)
+    checks.mlp_networks(solutions.MLPGenerator, solutions.MLPDiscriminator)
+    checks.vae_pieces(solutions.reparameterize, solutions.kl_divergence, solutions.vae_loss)
     assert capsys.readouterr().out.count("All public checks passed.") == 6
 
 
@@ -38,11 +38,11 @@ def g_saturating(d_fake):  # minimise log(1 - D(G(z))), from logits: -softplus(s
 
 
 @pytest.mark.parametrize("d_loss, g_loss, message", [
-    (on_probabilities, step.generator_loss, r"clamp log\(0\) to -100"),
-    (step.discriminator_loss, g_on_probabilities, r"clamp log\(0\) to -100"),
-    (step.discriminator_loss, g_hand_log, "infinite or NaN"),
-    (step.discriminator_loss, g_saturating, "generator_loss gives"),  # wrong on ordinary values already
-    (lambda r, f: step.discriminator_loss(r, f) * 2, step.generator_loss, "discriminator_loss gives"),
+    (on_probabilities, solutions.generator_loss, r"clamp log\(0\) to -100"),
+    (solutions.discriminator_loss, g_on_probabilities, r"clamp log\(0\) to -100"),
+    (solutions.discriminator_loss, g_hand_log, "infinite or NaN"),
+    (solutions.discriminator_loss, g_saturating, "generator_loss gives"),  # wrong on ordinary values already
+    (lambda r, f: solutions.discriminator_loss(r, f) * 2, solutions.generator_loss, "discriminator_loss gives"),
 ])
 def test_loss_mistakes_are_named(d_loss, g_loss, message):
     with pytest.raises(AssertionError, match=message):

@@ -9,7 +9,7 @@ TINY = ["--generator_hidden_dim", "8", "--discriminator_hidden_dim", "8", "--no_
 
 
 def labkit(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "labkit.machinery.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
 
 
@@ -39,7 +39,7 @@ def test_default_run_folder_is_under_runs(tmp_path):
 
 def run_main(capsys, *args):
     """labkit's entry point in this process: (exit status, stderr lines)."""
-    from labkit.machinery.cli import main
+    from labkit.cli import main
 
     status = main([str(a) for a in args])
     return status, capsys.readouterr().err.strip().splitlines()
@@ -84,7 +84,7 @@ def test_fid_of_a_run_prints_a_labelled_number(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     assert run_main(capsys, "train", "--num_training_steps", 10, "--out", out, *TINY)[0] == 0
-    from labkit.machinery.cli import main
+    from labkit.cli import main
 
     assert main(["fid", "--run", str(out), "--count", "200", "--backbone", "mnist", "--quiet"]) == 0
     line = capsys.readouterr().out.strip()

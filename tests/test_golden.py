@@ -44,49 +44,49 @@ def stop_at(step):
 
 
 def dcgan(out):
-    from labkit.train import TrainConfig, train
+    from labkit.gan import train, TrainConfig
     train(TrainConfig(**SMALL), out / "run", progress=False)
 
 
 def dcgan_paused_by_the_losses(out):
-    from labkit.train import TrainConfig, train
+    from labkit.gan import train, TrainConfig
     train(TrainConfig(**SMALL, d_pause_ratio=0.8, generator_learning_rate=1e-3), out / "run", progress=False)
 
 
 def student_rule(out):
-    from labkit.machinery.code import GANCode
-    from labkit.train import TrainConfig, train
+    from labkit.gan import GANCode
+    from labkit.gan import train, TrainConfig
     train(TrainConfig(**SMALL, d_every=2), out / "run", code=GANCode(update_discriminator=pauses_when_winning),
           progress=False)
 
 
 def mlp_gan(out):
-    from labkit.train import TrainConfig, train
+    from labkit.gan import train, TrainConfig
     train(TrainConfig(**SMALL, use_mlp=True, mlp_discriminator_batch_norm=True), out / "run", progress=False)
 
 
 def interrupted_and_resumed(out):
-    from labkit.train import TrainConfig, train
+    from labkit.gan import train, TrainConfig
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**SMALL), out / "run", progress=False, on_log=stop_at(15))
     train(TrainConfig(**SMALL), out / "run", progress=False)
 
 
 def extended(out):
-    from labkit.train import TrainConfig, extend, train
+    from labkit.gan import extend, train, TrainConfig
     short = train(TrainConfig(**{**SMALL, "num_training_steps": 10}), out / "short", progress=False)
     extend(short, 20, out / "run", progress=False)
 
 
 def together(out):
-    from labkit.machinery.together import train_together
-    from labkit.train import TrainConfig
+    from labkit.experiments.together import train_together
+    from labkit.gan import TrainConfig
     train_together(TrainConfig(**SMALL), [1, 2], [out / "seed1", out / "seed2"], progress=False)
 
 
 def together_resumed(out):
-    from labkit.machinery.together import train_together
-    from labkit.train import TrainConfig
+    from labkit.experiments.together import train_together
+    from labkit.gan import TrainConfig
     config, folders = TrainConfig(**SMALL, use_mlp=True), [out / "seed1", out / "seed2"]
     with pytest.raises(KeyboardInterrupt):
         train_together(config, [1, 2], folders, progress=False, on_log=stop_at(15))
@@ -94,7 +94,7 @@ def together_resumed(out):
 
 
 def vae(out):
-    from labkit.vae import VAEConfig, train_vae
+    from labkit.vae import train_vae, VAEConfig
     train_vae(VAEConfig(latent_dim=3, batch_size=16, num_training_steps=20, logging_steps=5, saving_steps=10,
                         dev_size=200, device="cpu"), out / "run", progress=False)
 

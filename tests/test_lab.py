@@ -55,7 +55,7 @@ def test_a_widget_run_never_changes_what_other_notebooks_load(monkeypatch, no_ch
 
 
 def test_the_cli_and_the_notebooks_share_one_runs_folder(monkeypatch, tmp_path):
-    from labkit.machinery.runs import runs_root
+    from labkit.runs.folder import runs_root
 
     (tmp_path / "lab" / "notebooks").mkdir(parents=True)
     (tmp_path / "lab" / "notebooks" / "01_train_dcgan.ipynb").write_text("{}")
@@ -70,16 +70,14 @@ def test_the_cli_and_the_notebooks_share_one_runs_folder(monkeypatch, tmp_path):
 
 def test_the_time_estimate_times_the_trainers_own_step(monkeypatch):
     """The banner's minutes come from the step that trains: gan_step, on networks and Adams built as `train`'s."""
-    import labkit.step
-
-    real_step, seen = labkit.step.gan_step, []
+    real_step, seen = lab.gan_step, []
 
     def counted(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g=None):
         seen.append((type(generator).__name__, generator.net[0].out_channels, type(opt_g).__name__,
                      opt_d.param_groups[0]["betas"], tuple(real.shape), step))
         return real_step(generator, discriminator, opt_g, opt_d, real, z, step, config, code, prev_loss_g)
 
-    monkeypatch.setattr(labkit.step, "gan_step", counted)
+    monkeypatch.setattr(lab, "gan_step", counted)
     torch.manual_seed(0)
     before = torch.get_rng_state()
     assert lab.seconds_per_step(hidden_dim=8, steps=3) > 0

@@ -1,4 +1,4 @@
-"""The package's layout, as the README describes it: lesson on top, machinery below, nothing in a cycle.
+"""The package's floors, as the README draws them: the lesson on top of one ground floor, nothing in a cycle.
 
 Read from the source with `ast`, so imports inside functions count as much
 as those at the top of a module.
@@ -7,12 +7,22 @@ as those at the top of a module.
 import ast
 from pathlib import Path
 
-import labkit.machinery
+import labkit
 
-PACKAGE = Path(labkit.machinery.__file__).parents[1]
-LESSON = ("data", "models", "step", "train", "vae", "metrics", "classifier", "analysis", "plots", "checks")
-MAX_INTERFACE = 12
+PACKAGE = Path(labkit.__file__).parent
+# Lowest first; a module may import from its own floor or a lower one, never a higher one.
+FLOORS = [
+    ("ground", ["labkit.runs"]),
+    ("data and shared model parts", ["labkit.data", "labkit.models"]),
+    ("the answer key", ["labkit.solutions"]),
+    ("the lesson", ["labkit.gan", "labkit.vae"]),
+    ("measuring and showing", ["labkit.classifier", "labkit.metrics", "labkit.analysis", "labkit.plots", "labkit.checks",
+                               "labkit.reference"]),
+    ("experiments", ["labkit.experiments"]),
+    ("front doors and grading", ["labkit.lab", "labkit.commands", "labkit.cli", "labkit.grading"]),
+]
 MAX_FUNCTION_LINES = 60
+MAX_IMPORTS_IN_FUNCTIONS = 10
 
 
 def modules():
@@ -56,11 +66,33 @@ def graph():
             for name, (path, tree) in known.items()}
 
 
+def floor(module):
+    """The index in FLOORS of the floor that holds `module`."""
+    for index, (_, members) in enumerate(FLOORS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return index
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS (and to the README's Layout)")
+
+
 def test_the_import_graph_is_read_in_full():
     edges = graph()
-    assert "labkit.machinery.loop" in edges["labkit.train"] | edges["labkit.machinery"]
-    assert "labkit.train" in edges["labkit.machinery.together"]
-    assert "labkit.step" in edges["labkit.checks"]  # `from . import step` inside a function
+    assert "labkit.runs.training" in edges["labkit.gan"]
+    assert "labkit.gan" in edges["labkit.experiments.together"]
+    assert "labkit.commands" in edges["labkit.cli"]  # `from . import commands` inside a function
+    assert "labkit.grading.gradebook" in edges["labkit.commands"]
+
+
+def test_every_module_is_on_a_floor_and_no_import_climbs():
+    climbing = [f"{module} ({FLOORS[floor(module)][0]}) imports {target} ({FLOORS[floor(target)][0]})"
+                for module, targets in graph().items() if module != "labkit"
+                for target in targets if target != "labkit" and floor(target) > floor(module)]
+    assert not climbing, "imports that climb to a higher floor: " + "; ".join(sorted(climbing))
+
+
+def test_the_ground_floor_imports_nothing_of_labkit_above_it():
+    outside = [f"{module} imports {target}" for module, targets in graph().items() if module.startswith("labkit.runs")
+               for target in targets if not target.startswith("labkit.runs")]
+    assert not outside, outside
 
 
 def test_nothing_in_labkit_imports_in_a_cycle():
@@ -83,22 +115,21 @@ def test_nothing_in_labkit_imports_in_a_cycle():
             visit(module)
 
 
-def test_the_lesson_reaches_the_machinery_only_through_its_small_interface():
-    interface = labkit.machinery.__all__
-    assert len(interface) <= MAX_INTERFACE, f"labkit.machinery offers {len(interface)} names: {interface}"
-    assert all(hasattr(labkit.machinery, name) for name in interface)
-    known = modules()
-    wrong = []
-    for module in LESSON:
-        path, tree = known[f"labkit.{module}"]
-        for target, node in imports(f"labkit.{module}", path, tree, known):
-            if not target.startswith("labkit.machinery"):
+def test_imports_are_at_the_top_but_for_a_few_each_with_its_reason():
+    inside = []
+    for name, (path, tree) in modules().items():
+        lines = path.read_text().splitlines()
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            through_interface = (isinstance(node, ast.ImportFrom) and node.level == 1 and node.module == "machinery"
-                                 and all(alias.name in interface for alias in node.names))
-            if not through_interface:
-                wrong.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
-    assert not wrong, "lesson modules must import `from .machinery import <a name in __all__>`: " + "; ".join(wrong)
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    nearby = lines[max(0, node.lineno - 4):node.lineno]  # the line itself and three above it
+                    inside.append((f"{path.relative_to(PACKAGE.parent).as_posix()}:{node.lineno}",
+                                   any("#" in line for line in nearby)))
+    inside = sorted(set(inside))
+    assert len(inside) <= MAX_IMPORTS_IN_FUNCTIONS, f"{len(inside)} imports inside functions: {inside}"
+    assert all(reason for _, reason in inside), f"an import inside a function needs a comment saying why: {inside}"
 
 
 def test_no_function_is_over_60_lines():
@@ -110,3 +141,44 @@ def test_no_function_is_over_60_lines():
                 lengths[where] = max(lengths.get(where, 0), node.end_lineno - node.lineno + 1)
     too_long = {where: n for where, n in lengths.items() if n > MAX_FUNCTION_LINES}
     assert not too_long, f"over {MAX_FUNCTION_LINES} lines (a function a student reads on one screen): {too_long}"
+
+
+def test_the_gan_loop_reads_top_to_bottom_in_one_function():
+    """Like pytorch/examples' dcgan: zero_grad, backward and step in the step; saving one call from torch.save."""
+    tree = modules()["labkit.gan"][1]
+    functions = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    source = modules()["labkit.gan"][0].read_text()
+    step = ast.get_source_segment(source, functions["gan_step"])
+    for needed in ("zero_grad", "backward()", "opt_d.step()", "opt_g.step()", "maximize log(D(x)) + log(1 - D(G(z)))",
+                   "if updated_d:"):
+        assert needed in step, f"gan_step should show {needed!r}"
+    loop = ast.get_source_segment(source, functions["train_loop"])
+    assert "gan_step(" in loop and "loop.save(" in loop and "for step in loop.steps()" in loop
+    training = modules()["labkit.runs.training"][1]
+    save = next(node for node in ast.walk(training) if isinstance(node, ast.FunctionDef) and node.name == "save")
+    assert "save_atomic(" in ast.unparse(save)  # Loop.save -> save_atomic, whose body is torch.save
+    checkpoints = modules()["labkit.runs.checkpoints"][1]
+    save_atomic = next(node for node in ast.walk(checkpoints)
+                       if isinstance(node, ast.FunctionDef) and node.name == "save_atomic")
+    assert "torch.save(" in ast.unparse(save_atomic)
+
+
+def test_the_answer_key_is_in_one_place():
+    """The six exercises' reference answers are defined in labkit/solutions/ and nowhere else."""
+    answers = {"DCGANGenerator", "DCGANDiscriminator", "discriminator_loss", "generator_loss", "update_discriminator",
+               "interpolation_latents", "slerp", "MLPGenerator", "MLPDiscriminator", "reparameterize", "kl_divergence",
+               "vae_loss"}
+    where = {}
+    for name, (path, tree) in modules().items():
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in answers:
+                where.setdefault(node.name, []).append(name)
+    assert set(where) == answers
+    assert all(homes == [homes[0]] and homes[0].startswith("labkit.solutions.") for homes in where.values()), where
+
+
+def test_a_runs_identity_and_name_are_made_in_one_place():
+    makers = [f"{name}.{node.name}" for name, (path, tree) in modules().items() for node in ast.walk(tree)
+              if isinstance(node, ast.FunctionDef) and node.name in ("identity", "name", "name_parts")
+              and name != "labkit.runs.code"]  # code.py's `identity` is whose code, part of the config's identity
+    assert makers and all(maker.startswith("labkit.runs.config.") for maker in makers), makers

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from labkit.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
-                           count_parameters, sample_images)
+from labkit.models import count_parameters, sample_images
+from labkit.solutions import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 
 
 def test_generator_parameter_counts_match_the_course():

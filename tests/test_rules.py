@@ -40,8 +40,8 @@ def test_a_plain_solution_breaks_no_rule():
      "uses get_ipython"),
     ("import labkit.checks as c\nc.gan_losses = lambda *a, **k: None\n" + RIGHT_LOSSES, LOSSES,
      "imports the module labkit.checks"),
-    ("from labkit.step import discriminator_loss, generator_loss\n", LOSSES,
-     "imports discriminator_loss, generator_loss from labkit.step"),
+    ("from labkit.solutions import discriminator_loss, generator_loss\n", LOSSES,
+     "imports discriminator_loss, generator_loss from labkit.solutions"),
     ("from labkit.models import init_weights as Generator\n", NETWORKS, "imports from labkit.models Generator"),
     ("import torch\nclass G:\n    pass\nGenerator = G\n", NETWORKS, "assigns Generator instead of writing it"),
     ("import IPython\nIPython.core.interactiveshell.InteractiveShell.showtraceback = print\n" + RIGHT_LOSSES, LOSSES,
@@ -66,30 +66,6 @@ def test_a_plain_solution_breaks_no_rule():
 def test_each_rule_refuses_with_its_reason(source, names, said):
     reason = rules.refusal(source, names, HELPERS)
     assert reason is not None and said in reason, reason
-
-
-def test_code_too_deep_to_walk_has_no_fingerprint_and_raises_nothing():
-    assert rules.fingerprint("x = " + "-" * 900 + "1\n") is None
-    assert rules.fingerprint("x = " + "-" * 20_000 + "1\n") is None
-
-
-def test_the_same_code_under_other_names_and_formatting_has_one_fingerprint():
-    renamed = '''
-import torch.nn.functional as F
-
-def discriminator_loss(r, f):   # my own version!
-    a = F.binary_cross_entropy_with_logits(r, torch.ones_like(r))
-    return a + F.binary_cross_entropy_with_logits(f,
-                                                  torch.zeros_like(f))
-
-def generator_loss(x):
-    """Non-saturating."""
-    return F.binary_cross_entropy_with_logits(x, torch.ones_like(x))
-'''
-    assert rules.fingerprint(renamed) == rules.fingerprint(RIGHT_LOSSES)
-    different = RIGHT_LOSSES.replace("torch.ones_like(fake_logits))", "torch.ones_like(fake_logits)) * 2")
-    assert rules.fingerprint(different) != rules.fingerprint(RIGHT_LOSSES)
-    assert rules.fingerprint("def f(:") is None
 
 
 def test_plain_data_crosses_and_its_tensors_are_rebuilt_from_bytes():

@@ -324,7 +324,7 @@ def attempt(statement):
 
 def probe():
     return [callable(init_weights), attempt("from labkit.models import DCGANGenerator"),
-            attempt("import labkit.checks"), attempt("from labkit import step")]
+            attempt("import labkit.checks"), attempt("from labkit import solutions")]
 '''
     with Kernel([code], helpers, box, 60) as kernel:
         found = kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")["output"]

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from labkit.machinery.sweep import format_table, grid, parse_shard, sweep, table
-from labkit.train import TrainConfig
+from labkit.experiments.sweep import format_table, grid, parse_shard, sweep, table
+from labkit.gan import TrainConfig
 
 BASE = TrainConfig(num_training_steps=10, logging_steps=5, saving_steps=10, device="cpu")
 
@@ -35,17 +35,17 @@ def test_sweep_writes_runs_and_summary_then_skips_finished_runs(tmp_path, monkey
     assert len(read(out / "summary.csv")) == 2
     assert table(summary, [8, 16], [8]).shape == (2, 1) and "±" in format_table(summary, [8, 16], [8])
     # Rerun: nothing is trained again.
-    import labkit.machinery.sweep
-    monkeypatch.setattr(labkit.machinery.sweep, "run_one", lambda *a, **k: pytest.fail("a finished run was redone"))
+    import labkit.experiments.sweep
+    monkeypatch.setattr(labkit.experiments.sweep, "run_one", lambda *a, **k: pytest.fail("a finished run was redone"))
     again, _ = sweep([8, 16], [8], [1, 2], tmp_path / "runs", BASE, fid_count=100, backbone="mnist",
                      progress=False, out_dir=out)
     assert again == runs
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
-    import labkit.machinery.sweep
+    import labkit.experiments.sweep
 
-    real_run_one = labkit.machinery.sweep.run_one
+    real_run_one = labkit.experiments.sweep.run_one
 
     def flaky(config, *args, **kwargs):
         if config.seed == 1:
@@ -53,26 +53,26 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
         return real_run_one(config, *args, **kwargs)
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(labkit.machinery.sweep, "run_one", flaky)
+    monkeypatch.setattr(labkit.experiments.sweep, "run_one", flaky)
     runs, summary = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist",
                           together=False, progress=False)
     assert [r["status"] for r in runs] == ["failed: RuntimeError: out of memory", "done"]
     tables = tmp_path / "s" / "sweeps" / "dcgan_z8_h8_steps10_seeds1-2_mnist100"
     assert len(read(tables / "runs.csv")) == 2 and read(tables / "summary.csv")[0]["count"] == "1"
     assert summary[0]["count"] == 1
-    monkeypatch.setattr(labkit.machinery.sweep, "run_one", real_run_one)  # the retry on rerun succeeds
+    monkeypatch.setattr(labkit.experiments.sweep, "run_one", real_run_one)  # the retry on rerun succeeds
     runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", BASE, fid_count=100, backbone="mnist", together=False,
                     progress=False)
     assert [r["status"] for r in runs] == ["done", "done"]
 
 
 def test_seeds_trained_together_give_the_same_table_as_one_by_one(tmp_path, monkeypatch):
-    import labkit.machinery.sweep
+    import labkit.experiments.sweep
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     stacks = []
-    real_train_together = labkit.machinery.sweep.train_together
-    monkeypatch.setattr(labkit.machinery.sweep, "train_together",
+    real_train_together = labkit.experiments.sweep.train_together
+    monkeypatch.setattr(labkit.experiments.sweep, "train_together",
                         lambda config, seeds, *a, **k: stacks.append(seeds) or real_train_together(config, seeds, *a, **k))
     config = dict(base=BASE, fid_count=100, backbone="mnist", progress=False)
     together, _ = sweep([8], [8, 16], [1, 2, 3], tmp_path / "together", together=None, **config)  # auto on a CPU
@@ -85,20 +85,20 @@ def test_seeds_trained_together_give_the_same_table_as_one_by_one(tmp_path, monk
 
 
 def test_a_stack_that_fails_is_recorded_and_retried(tmp_path, monkeypatch):
-    import labkit.machinery.sweep
+    import labkit.experiments.sweep
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    real_train_together = labkit.machinery.sweep.train_together
+    real_train_together = labkit.experiments.sweep.train_together
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(labkit.machinery.sweep, "train_together", out_of_memory)
+    monkeypatch.setattr(labkit.experiments.sweep, "train_together", out_of_memory)
     config = dict(base=BASE, fid_count=100, backbone="mnist", together=True, progress=False)
     runs, summary = sweep([8, 16], [8], [1, 2], tmp_path / "s", **config)
     assert [r["status"] for r in runs] == ["failed: RuntimeError: CUDA out of memory"] * 4
     assert [s["count"] for s in summary] == [0, 0]
-    monkeypatch.setattr(labkit.machinery.sweep, "train_together", real_train_together)
+    monkeypatch.setattr(labkit.experiments.sweep, "train_together", real_train_together)
     runs, summary = sweep([8, 16], [8], [1, 2], tmp_path / "s", **config)
     assert [r["status"] for r in runs] == ["done"] * 4 and [s["count"] for s in summary] == [2, 2]
 
@@ -115,7 +115,7 @@ def test_shards_split_the_grid_without_overlap(tmp_path, monkeypatch):
 
 
 def test_cli_sweep_prints_the_table(tmp_path, capsys, monkeypatch):
-    from labkit.machinery.cli import main
+    from labkit.cli import main
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
@@ -130,15 +130,15 @@ def test_cli_sweep_prints_the_table(tmp_path, capsys, monkeypatch):
 
 def test_a_seed_trained_earlier_is_measured_alone_and_the_rest_stack(tmp_path, monkeypatch):
     """The lab's notebooks train seed 2022 before the sweep notebook runs; the sweep reuses it."""
-    import labkit.machinery.sweep
-    from labkit.train import train
+    import labkit.experiments.sweep
+    from labkit.gan import train
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     config = replace(BASE, latent_dim=8, generator_hidden_dim=8, discriminator_hidden_dim=8, seed=1)
     train(config, tmp_path / "s" / config.name, progress=False)  # as notebook 1 would
     stacks = []
-    real_train_together = labkit.machinery.sweep.train_together
-    monkeypatch.setattr(labkit.machinery.sweep, "train_together",
+    real_train_together = labkit.experiments.sweep.train_together
+    monkeypatch.setattr(labkit.experiments.sweep, "train_together",
                         lambda config, seeds, *a, **k: stacks.append(seeds) or real_train_together(config, seeds, *a, **k))
     runs, _ = sweep([8], [8], [1, 2, 3], tmp_path / "s", BASE, fid_count=100, backbone="mnist", together=True,
                     progress=False)
@@ -146,10 +146,10 @@ def test_a_seed_trained_earlier_is_measured_alone_and_the_rest_stack(tmp_path, m
 
 
 def test_together_with_a_setting_the_stack_cannot_honour_trains_the_seeds_one_by_one(tmp_path, monkeypatch, capsys):
-    import labkit.machinery.sweep
+    import labkit.experiments.sweep
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(labkit.machinery.sweep, "train_together", lambda *a, **k: pytest.fail("it stacked a paused D"))
+    monkeypatch.setattr(labkit.experiments.sweep, "train_together", lambda *a, **k: pytest.fail("it stacked a paused D"))
     paused = replace(BASE, d_pause_ratio=0.8)
     runs, _ = sweep([8], [8], [1, 2], tmp_path / "s", paused, fid_count=100, backbone="mnist", together=True,
                     progress=True)
@@ -166,7 +166,7 @@ def test_a_run_another_process_is_training_is_skipped_not_failed(tmp_path, monke
     busy = tmp_path / "runs" / "dcgan_z8_g8_d8_steps10_seed1"
     busy.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from labkit.machinery.runs import RunLock\n"
+        [sys.executable, "-c", "import time; from labkit.runs.folder import RunLock\n"
                                f"with RunLock({str(busy)!r}):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:

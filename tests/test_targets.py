@@ -1,4 +1,4 @@
-"""labkit/machinery/targets.py: every output target is checked before anything is written.
+"""labkit/runs/targets.py: every output target is checked before anything is written.
 
 Real files, real symbolic and hard links; each refusal is a TargetError (a ValueError, printed by the
 `labkit` command as one line) and writes nothing.
@@ -8,8 +8,7 @@ import os
 
 import pytest
 
-from labkit.machinery.targets import (MANIFEST, TargetError, made_by_labkit, manifest, output_file,
-                                      output_folder, same_path, write_made)
+from labkit.runs.targets import (MANIFEST, TargetError, made_by_labkit, manifest, output_file, output_folder, same_path, write_made)
 
 
 def snapshot(folder):

@@ -1,4 +1,4 @@
-"""Seeds trained together (labkit.machinery.together) must give what separate runs give.
+"""Seeds trained together (labkit.experiments.together) must give what separate runs give.
 
 In float32 the two differ by rounding: a grouped convolution adds its terms
 in another order, and Adam turns rounding noise in gradients that are
@@ -14,13 +14,13 @@ import shutil
 import pytest
 import torch
 
-import labkit.machinery.loop
-import labkit.machinery.together
-import labkit.train
-from labkit.machinery.checkpoints import latest_checkpoint, load_checkpoint
+import labkit.runs.training
+import labkit.experiments.together
+import labkit.gan
+from labkit.runs.checkpoints import latest_checkpoint, load_checkpoint
 from labkit.data import BatchSampler, load_mnist
-from labkit.machinery.together import train_together
-from labkit.train import Run, TrainConfig, TrainingDiverged, load_run, train
+from labkit.experiments.together import train_together
+from labkit.gan import load_run, Run, train, TrainConfig, TrainingDiverged
 
 CONFIG = TrainConfig(num_training_steps=20, logging_steps=5, saving_steps=10, device="cpu")
 
@@ -29,8 +29,8 @@ CONFIG = TrainConfig(num_training_steps=20, logging_steps=5, saving_steps=10, de
 def float64(monkeypatch, mnist_train):
     """Both trainers in double precision."""
     images, labels = mnist_train[0].double(), mnist_train[1]
-    monkeypatch.setattr(labkit.train, "load_mnist", lambda split, device="cpu": (images.to(device), labels))
-    monkeypatch.setattr(labkit.machinery.together, "load_mnist", lambda split, device="cpu": (images.to(device), labels))
+    monkeypatch.setattr(labkit.gan, "load_mnist", lambda split, device="cpu": (images.to(device), labels))
+    monkeypatch.setattr(labkit.experiments.together, "load_mnist", lambda split, device="cpu": (images.to(device), labels))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -127,7 +127,7 @@ def test_one_diverging_seed_stops_alone(tmp_path, monkeypatch):
         images[poisoned] = math.nan
         return images, labels
 
-    monkeypatch.setattr(labkit.machinery.together, "load_mnist", load_poisoned)
+    monkeypatch.setattr(labkit.experiments.together, "load_mnist", load_poisoned)
     bad, good = train_together(CONFIG, seeds, [tmp_path / "t1", tmp_path / "t2"], progress=False)
     assert isinstance(bad, TrainingDiverged) and "at step 15" in str(bad)
     assert latest_checkpoint(tmp_path / "t1").name == "step-000010.pt"
@@ -140,7 +140,7 @@ def test_one_diverging_seed_stops_alone(tmp_path, monkeypatch):
 def test_a_seed_whose_weights_turn_non_finite_at_a_checkpoint_stops_alone(tmp_path, monkeypatch):
     # Finite losses but NaN weights (the fault injected into seed 1's checkpoint at step 20): RunWriter refuses
     # to save them; that seed stops with its last good checkpoint, the other finishes.
-    real_make_checkpoint = labkit.machinery.loop.make_checkpoint
+    real_make_checkpoint = labkit.runs.training.make_checkpoint
 
     def poisoned(kind, step, config, models, **parts):
         if config.seed == 1 and step == 20:
@@ -148,7 +148,7 @@ def test_a_seed_whose_weights_turn_non_finite_at_a_checkpoint_stops_alone(tmp_pa
                                               for k, v in models["generator"].items()}}
         return real_make_checkpoint(kind, step, config, models=models, **parts)
 
-    monkeypatch.setattr(labkit.machinery.loop, "make_checkpoint", poisoned)
+    monkeypatch.setattr(labkit.runs.training, "make_checkpoint", poisoned)
     bad, good = train_together(CONFIG, [1, 2], [tmp_path / "t1", tmp_path / "t2"], progress=False)
     assert isinstance(bad, TrainingDiverged) and "weights became NaN or infinite by step 20" in str(bad)
     assert latest_checkpoint(tmp_path / "t1").name == "step-000010.pt"
@@ -159,7 +159,7 @@ def test_what_cannot_train_together_is_refused(tmp_path):
     with pytest.raises(ValueError, match="cannot train together: d_pause_ratio"):
         train_together(TrainConfig(d_pause_ratio=0.5, device="cpu"), [1, 2], [tmp_path / "a", tmp_path / "b"])
     # A student's pieces may compute a loss over the whole stack: refused, never silently stacked.
-    from labkit.machinery.code import GANCode
+    from labkit.gan import GANCode
 
     def generator_loss(fake_logits):
         return torch.nn.functional.softplus(-fake_logits).mean()
@@ -181,7 +181,7 @@ def test_what_cannot_train_together_is_refused(tmp_path):
 
 
 def test_the_sweep_groups_a_run_by_the_step_it_will_really_resume_from(tmp_path):
-    from labkit.machinery.together import resume_step
+    from labkit.experiments.together import resume_step
 
     run_dir = tmp_path / "run"
     train(CONFIG, run_dir, progress=False)  # checkpoints at steps 10 and 20

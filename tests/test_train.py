@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from labkit.machinery.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
-from labkit.train import HISTORY_COLUMNS, TrainConfig, TrainingDiverged, build_models, extend, load_run, train
+from labkit.runs.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, save_atomic
+from labkit.gan import build_models, extend, HISTORY_COLUMNS, load_run, train, TrainConfig, TrainingDiverged
 
 # Small enough for CI: hidden 8 steps take a few milliseconds on a CPU.
 TINY = dict(generator_hidden_dim=8, discriminator_hidden_dim=8, logging_steps=5, saving_steps=10, device="cpu")
@@ -114,7 +114,7 @@ def test_separate_learning_rates_reach_the_optimizers(tmp_path):
 
 
 def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import labkit.train
+    import labkit.gan
     from labkit.data import BatchSampler, load_mnist
 
     config = TrainConfig(num_training_steps=40, **TINY)
@@ -127,7 +127,7 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
         images[poisoned] = float("nan")
         return images, labels
 
-    monkeypatch.setattr(labkit.train, "load_mnist", load_poisoned)
+    monkeypatch.setattr(labkit.gan, "load_mnist", load_poisoned)
     with pytest.raises(TrainingDiverged, match=r"at step 15\b.*step-000010\.pt"):
         train(config, tmp_path / "run", progress=False)
     assert latest_checkpoint(tmp_path / "run").name == "step-000010.pt"
@@ -136,7 +136,7 @@ def test_diverging_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from labkit.machinery.checkpoints import make_checkpoint
+    from labkit.runs.checkpoints import make_checkpoint
 
     path = tmp_path / "ckpt.pt"
     save_atomic(make_checkpoint("gan", 1, {}, {}), path)
@@ -179,7 +179,7 @@ def test_mlp_gan_trains(tmp_path):
 
 
 def test_the_losses_are_the_course_bce_and_stay_finite_when_d_is_sure():
-    from labkit.step import discriminator_loss, generator_loss
+    from labkit.solutions import discriminator_loss, generator_loss
 
     logits = torch.tensor([-30.0, -3.0, 0.0, 0.4, 5.0, 30.0])
     prob = torch.sigmoid(logits)
@@ -252,7 +252,7 @@ def test_the_run_name_says_every_setting_that_changes_what_is_learned():
     # Every DCGAN setting is in the name, but those three (a new setting must say which it is).
     # (use_mlp and mlp_discriminator_batch_norm are checked above.)
     from dataclasses import fields
-    from labkit.machinery.runs import RUN_ONLY
+    from labkit.runs.config import RUN_ONLY
     names = {TrainConfig().name}
     for f in fields(TrainConfig):
         if f.name in RUN_ONLY or f.name in ("use_mlp", "mlp_discriminator_batch_norm"):
@@ -274,7 +274,7 @@ def test_reading_and_training_leave_the_callers_state_alone(tmp_path):
     assert torch.equal(torch.get_rng_state(), before)
     # A student's frozen layer stays frozen through the GAN step, and modes come back.
     from labkit import analysis
-    from labkit.step import frozen
+    from labkit.gan import frozen
     run = load_run(tmp_path / "run")
     D = run.discriminator
     D.net[0].weight.requires_grad_(False)

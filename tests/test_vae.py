@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from labkit.models import VAE, kl_divergence
-from labkit.vae import VAE_COLUMNS, VAEConfig, load_vae_run, split_train_dev, train_vae, vae_losses
+from labkit.solutions import kl_divergence
+from labkit.vae import VAE
+from labkit.vae import load_vae_run, split_train_dev, train_vae, VAE_COLUMNS, vae_losses, VAEConfig
 
 TINY = dict(logging_steps=10, saving_steps=20, dev_size=500, device="cpu")
 
@@ -61,7 +62,7 @@ def test_interrupted_vae_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_cli_trains_a_vae(tmp_path, capsys):
-    from labkit.machinery.cli import main
+    from labkit.cli import main
 
     out = tmp_path / "vae"
     assert main(["train-vae", "--latent_dim", "3", "--num_training_steps", "20", "--logging_steps", "10",

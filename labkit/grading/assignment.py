@@ -25,6 +25,14 @@ import copy
 import json
 from pathlib import Path
 
+import nbformat
+from nbconvert.preprocessors import ClearOutputPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
+
+from ..runs.folder import check_writable, lab_folder
+from ..runs.targets import output_folder, write_made
+from . import secret
+
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
 
@@ -35,8 +43,6 @@ class BadNotebook(ValueError):
 def lab_notebooks(source=None):
     """The instructor's notebooks, NN_*.ipynb in order: from `source`, else the lab folder's notebooks/."""
     if source is None:
-        from ..machinery.runs import lab_folder
-
         if lab_folder() is None:
             raise FileNotFoundError("no lab folder here (one with notebooks/01_*.ipynb); give the instructor's "
                                     "notebooks with --source")
@@ -50,8 +56,6 @@ def lab_notebooks(source=None):
 
 
 def read_notebook(path):
-    import nbformat
-
     try:
         return nbformat.read(str(path), as_version=4)
     except Exception as err:
@@ -91,9 +95,6 @@ def check_marks(nb, name):
 
 def student_version(nb):
     """A copy of an instructor notebook with solutions stubbed, hidden checks and outputs removed."""
-    from nbconvert.preprocessors import ClearOutputPreprocessor
-    from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
-
     nb = copy.deepcopy(nb)
     resources = {}
     for preprocessor in (ClearSolutions(), ClearHiddenTests(), ClearOutputPreprocessor()):
@@ -105,17 +106,12 @@ def student_version(nb):
 def release(out, source=None, force=False):
     """Write the student version of every lab notebook into out/notebooks/.
 
-    Checked before anything is written (labkit/machinery/targets.py): out/notebooks
+    Checked before anything is written (labkit/runs/targets.py): out/notebooks
     must not be the instructor's notebooks it reads (`cd LAB && release --out .`),
     nor a link; a notebook already there is replaced only with `force`, and only if
     labkit released it (listed in out/.labkit-made.json, or a student version: no
     solution and no hidden check in it). Any other file is never replaced.
     """
-    import nbformat
-
-    from ..machinery.runs import check_writable
-    from ..machinery.targets import output_folder, write_made
-
     out = Path(out)
     paths = lab_notebooks(source)
     names = [f"notebooks/{path.name}" for path in paths]
@@ -135,6 +131,9 @@ def release(out, source=None, force=False):
         points += sum(p for _, p in exercises(nb))
     print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {count} exercises, "
           f"{points:g} points")
+    if secret.make(paths[0].parent):
+        print(f"labkit: made the grading secret {secret.path(paths[0].parent)}, where the hidden checks' inputs "
+              f"come from: keep it, never hand it out (docs/grading.md)")
     return 0
 
 
@@ -153,8 +152,6 @@ def is_student_version(path):
 
 def stubbed(cell):
     """A solution cell with its solution replaced by the stub, as the release has it."""
-    from nbgrader.preprocessors import ClearSolutions
-
     cell = copy.deepcopy(cell)
     ClearSolutions()._replace_solution_region(cell, "python")
     cell.outputs, cell.execution_count = [], None

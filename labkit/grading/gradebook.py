@@ -7,12 +7,12 @@ SUBMISSIONS is one student's folder or a folder of them, one per student
 
     gradebook.csv           one row per student and exercise:
                             student,notebook,exercise,points,max_points,passed,message,copy_of,box
-    grading.log             each exercise's seed and verdict (to replay a grade)
+    grading.log             each exercise's verdict, and a name of its inputs (the same name: the same inputs)
     students/<student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
     students/<student>/feedback.md   what the student reads: each exercise, its points, the check's
                             message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
     .labkit-grading.json    each submission's content hash and rows, for the next grading
-    .labkit-made.json       what labkit wrote here (labkit/machinery/targets.py)
+    .labkit-made.json       what labkit wrote here (labkit/runs/targets.py)
 
 Each student's files live in students/<student>/, so no student's name (a
 folder called gradebook.csv) can collide with the class's files.
@@ -26,10 +26,9 @@ holds costs at most that student's rows, with the reason: a notebook that is
 not one, odd metadata, a link, a file too large, or a grading process that
 died (that student is graded once more, then recorded as crashed).
 
-`copy_of` flags an exercise whose solution is the same code as labkit's
-reference or as another student's (labkit/grading/rules.py `fingerprint`:
-names, formatting and comments do not count); the points stay, the instructor
-decides.
+`copy_of` names the students an exercise's solution shares code with, beyond
+what the reference and the stub explain, and how much (`bob (0.86)`;
+labkit/grading/copies.py); the points stay, the instructor decides.
 
 In the report folder labkit replaces only files it wrote there, never writes
 through a link or into the folders it grades, and deletes nothing.
@@ -49,11 +48,13 @@ from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from ..machinery.targets import TargetError, made_by_labkit, output_folder, write_made
-from . import meter, sandbox
+from tqdm.auto import tqdm
+
+from ..lab import PROFILES
+from ..runs.targets import TargetError, made_by_labkit, output_folder, write_made
+from . import copies, inert, meter, sandbox, secret
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import exercises_of, grade_exercise
-from .rules import fingerprint
 from .submissions import Submission, is_submission, read_submission, students
 
 GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of",
@@ -78,7 +79,9 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     single = is_submission(submissions)
     found = students(submissions)
     report = Report(out, report_names([name for name, _ in found], single), inputs=(submissions, paths[0].parent))
-    source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:20]
+    key = secret.load(paths[0].parent)  # the hidden checks' inputs: the same on every regrade (secret.py)
+    source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)
+                                   + secret.fingerprint(key).encode()).hexdigest()[:20]
     stubs = {(e.notebook, e.name): e.stub for e in exercises}
     class_ = [read_safely(name, folder, exercises, stubs) for name, folder in found]
     started = time.time()
@@ -87,7 +90,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     if box.kind == sandbox.PROCESS and todo:
         print("labkit: warning: --process-box: students' code runs with your file and network access; verdicts "
               "are still decided outside it (see docs/grading.md)", file=sys.stderr)
-    results = _grade_all(todo, exercises, timeout, jobs, box, progress=not single)
+    results = _grade_all(todo, exercises, timeout, jobs, (box, key), progress=not single)
     rows = {}
     for submission in class_:
         digest = submission.digest(source_digest)
@@ -96,7 +99,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
             report.forget(submission.student)  # graded again next time
         else:
             report.remember(submission.student, digest, rows[submission.student])
-    flag_copies(rows, class_, exercises)
+    copies.flag(rows, class_, exercises)
     report.write(report_files(rows, single))
     _summarise(rows, single, len(todo), time.time() - started, out)
     problems = [f"{notebook}: {why}: scored 0" for s in class_ for notebook, why in s.problems.items()]
@@ -115,20 +118,17 @@ def check_arguments(submissions, timeout, jobs):
         raise ValueError(f"--jobs must be a whole number from 1 to 256, got {jobs}")
     profile = os.environ.get("LABKIT_PROFILE")
     if profile:
-        from ..lab import PROFILES
-
         if profile not in PROFILES:
             raise ValueError(f"LABKIT_PROFILE={profile!r} is not a profile; use one of {', '.join(PROFILES)} "
                              f"(grading does not depend on it: unset it)")
 
 
-def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
-    """{student: rows} for the submissions in `todo`: each student graded in a process of its own (forked from
+def _grade_all(todo, exercises, timeout, jobs, grading, progress=True):
+    """{student: rows} for the submissions in `todo`, `grading` = (sandbox.Box, the inputs' secret): each
+    student graded in a process of its own (forked from
     this one), `jobs` at a time, with a progress bar. A process that dies (the OOM killer, a crash in torch)
     costs only the student it was grading, who is graded once more; twice, and their rows say so (not cached:
     the next run grades them again)."""
-    from tqdm.auto import tqdm
-
     results, running = {}, {}  # running: {connection: (process, submission, attempt)}
     pending = deque((submission, 1) for submission in todo)
     jobs = min(jobs or os.cpu_count() or 1, max(len(todo), 1))
@@ -136,7 +136,7 @@ def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
     while pending or running:
         while pending and len(running) < jobs:
             submission, attempt = pending.popleft()
-            connection, process = _start_worker(submission, exercises, timeout, box)
+            connection, process = _start_worker(submission, exercises, timeout, grading)
             running[connection] = (process, submission, attempt)
         for connection in wait(list(running)):
             process, submission, attempt = running.pop(connection)
@@ -155,20 +155,21 @@ class WorkerDied(Exception):
     """A process grading one student ended without its rows."""
 
 
-def _start_worker(submission, exercises, timeout, box):
+def _start_worker(submission, exercises, timeout, grading):
     """A process grading one student (forked where the platform allows: it starts at once); its connection."""
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     ours, theirs = context.Pipe(duplex=False)
-    process = context.Process(target=_worker, args=(theirs, submission, exercises, timeout, box), daemon=True)
+    process = context.Process(target=_worker, args=(theirs, submission, exercises, timeout, *grading),
+                              daemon=True)
     process.start()
     theirs.close()
     return ours, process
 
 
-def _worker(connection, submission, exercises, timeout, box):
+def _worker(connection, submission, exercises, timeout, box, inputs_secret):
     if sys.platform.startswith("linux"):  # dies with the grader, and its kernels with it (--die-with-parent)
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    connection.send(grade_student(submission, exercises, timeout, box))
+    connection.send(grade_student(submission, exercises, timeout, box, inputs_secret))
     connection.close()
 
 
@@ -186,9 +187,10 @@ def _collect(connection, process):
     return None, (f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}")
 
 
-def grade_student(submission, exercises, timeout, box):
-    """One student's rows: every exercise graded in its own kernel, in `box` (sandbox.Box). Never raises for
-    the student's code."""
+def grade_student(submission, exercises, timeout, box, inputs_secret=b""):
+    """One student's rows: every exercise graded in its own kernel, in `box` (sandbox.Box), on the checks'
+    inputs from `inputs_secret`, the grading secret (secret.py; it stays in the grader). Never raises for the
+    student's code."""
     rows = []
     try:
         for exercise in exercises:
@@ -196,7 +198,8 @@ def grade_student(submission, exercises, timeout, box):
             if exercise.notebook in submission.problems:
                 rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook], box=box))
             else:
-                verdict = grade_exercise(exercise, submission.cells[key], box, timeout)
+                seed = secret.seed(inputs_secret, submission.student, *key) if inputs_secret else None
+                verdict = grade_exercise(exercise, submission.cells[key], box, timeout, seed)
                 rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed, box))
                 rows[-1]["timed_out"] = verdict.timed_out
     except Exception as err:  # a bug of grading's: recorded, the class goes on
@@ -214,9 +217,12 @@ def read_safely(student, folder, exercises, stubs):
 
 
 def row(student, exercise, passed, message, seed=None, box=None):
+    """A gradebook row. `inputs` names the checks' inputs for grading.log without telling them: the seed
+    with the public hidden checks would give every input (secret.py). `box`: which box graded it."""
+    inputs = None if seed is None else hashlib.sha256(f"labkit inputs {seed}".encode()).hexdigest()[:10]
     return dict(student=student, notebook=exercise.notebook, exercise=exercise.name,
                 points=exercise.points if passed else 0.0, max_points=exercise.points, passed=passed,
-                message=one_line(message), copy_of="", box=box.kind if box else "", seed=seed)
+                message=one_line(message), copy_of="", inputs=inputs, box=box.kind if box else "")
 
 
 def one_line(text, limit=400):
@@ -232,29 +238,6 @@ def crashed(submission, exercises, err):
              "crashed": True} for e in exercises]
 
 
-def flag_copies(rows, class_, exercises):
-    """Fill `copy_of` where a solution is labkit's reference or another student's code (see fingerprint)."""
-    reference = {(e.notebook, e.name): fingerprint(e.reference) for e in exercises}
-    stubs = {(e.notebook, e.name): fingerprint(e.stub) for e in exercises}
-    owners = {}  # (exercise key, fingerprint) -> students
-    prints = {}
-    for submission in class_:
-        for key, cells in submission.cells.items():
-            mark = fingerprint("\n\n".join(cells))
-            if mark is not None and mark != stubs[key]:
-                prints[submission.student, key] = mark
-                owners.setdefault((key, mark), []).append(submission.student)
-    for student, student_rows in rows.items():
-        for r in student_rows:
-            key = (r["notebook"], r["exercise"])
-            mark = prints.get((student, key))
-            if mark is None:
-                continue
-            same = ["labkit's reference"] if mark == reference[key] else []
-            same += [other for other in owners[key, mark] if other != student]
-            r["copy_of"] = "; ".join(same)
-
-
 def _summarise(rows, single, graded, seconds, out):
     for student, student_rows in rows.items():
         total = sum(r["points"] for r in student_rows)
@@ -266,15 +249,15 @@ def _summarise(rows, single, graded, seconds, out):
             print(f"total: {total:g} / {possible:g} points ({len(student_rows)} exercises, graded in "
                   f"{seconds:.0f} s; details in {out / 'grades.csv'})")
         else:
-            copies = sum(bool(r["copy_of"]) for r in student_rows)
-            print(f"{student:<32} {total:g} / {possible:g}" + (f"   ({copies} flagged as copies)" if copies else ""))
+            flagged = sum(bool(r["copy_of"]) for r in student_rows)
+            print(f"{student:<32} {total:g} / {possible:g}" + (f"   ({flagged} flagged as copies)" if flagged else ""))
     if not single:
         print(f"{len(rows)} students ({graded} graded now, {len(rows) - graded} unchanged since the last grading) "
               f"in {seconds:.0f} s; gradebook in {out / 'gradebook.csv'}")
 
 
 class Report:
-    """The report folder, checked before grading and written after (labkit/machinery/targets.py): only
+    """The report folder, checked before grading and written after (labkit/runs/targets.py): only
     files labkit wrote there are replaced, never through a link, never over the submissions or the
     instructor's notebooks, and nothing is deleted."""
 
@@ -346,31 +329,23 @@ def csv_text(columns, rows):
 
 
 def _formatted(r):
-    return {**{k: _cell(v) for k, v in r.items() if k != "seed"}, "points": f"{r['points']:g}",
+    return {**{k: inert.csv_cell(v) for k, v in r.items() if k != "inputs"}, "points": f"{r['points']:g}",
             "max_points": f"{r['max_points']:g}"}
-
-
-def _cell(value):
-    """A text cell a spreadsheet shows as text: one starting with = + - @ would be read as a formula
-    (=HYPERLINK(...) in an error a student's code raised), so it gets a leading quote (OWASP's advice)."""
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
 
 
 def feedback(rows, student=None):
     """A student's feedback in Markdown: each exercise, its points, and what the checks said."""
     total, possible = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
-    lines = [f"# Lab feedback{f' for {student}' if student else ''}", "",
+    lines = [f"# Lab feedback{f' for {inert.markdown(student)}' if student else ''}", "",
              f"**{total:g} / {possible:g} points**", "", "| notebook | exercise | points | |", "| --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['notebook']} | {r['exercise']} | {r['points']:g} / {r['max_points']:g} | "
-                     f"{'passed' if r['passed'] else _escape(r['message'])} |")
-    lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs drawn anew "
-                  "for this grading, in a fresh kernel that ran only that exercise's cells."]
+        lines.append(f"| {inert.markdown(r['notebook'])} | {inert.markdown(r['exercise'])} | "
+                     f"{r['points']:g} / {r['max_points']:g} | "
+                     f"{'passed' if r['passed'] else inert.markdown(r['message'])} |")
+    lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs of your own "
+                  "that no one hands out (the same ones on every regrade), in a fresh kernel that ran only that "
+                  "exercise's cells."]
     return "\n".join(lines) + "\n"
-
-
-def _escape(text):
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def log(rows):
@@ -378,5 +353,5 @@ def log(rows):
     for student, student_rows in rows.items():
         for r in student_rows:
             lines.append(f"{one_line(student)}\t{r['notebook']}\t{r['exercise']}\t{r['points']:g}/{r['max_points']:g}\t"
-                         f"seed {r.get('seed')}\t{r['message']}")
+                         f"inputs {r.get('inputs')}\t{r['message']}")
     return "\n".join(lines) + "\n"

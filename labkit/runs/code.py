@@ -2,7 +2,8 @@
 
 The lab asks students to write some pieces themselves (the networks, the
 losses, the rebalancing rule, the VAE's loss). labkit's trainers take those
-pieces as a `GANCode` or `VAECode`, so a student's GAN trains with the
+pieces as a `GANCode` (labkit/gan.py) or `VAECode` (labkit/vae.py), both a
+`Code` of this module, so a student's GAN trains with the
 student's own code, and labkit's versions stay the reference that the checks
 compare against.
 
@@ -22,11 +23,8 @@ import hashlib
 import inspect
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Optional
 
-from .. import models, step
-
-REFERENCE = "labkit"
+from .config import REFERENCE
 
 
 def source_of(piece):
@@ -73,40 +71,6 @@ class Code:
     def source(self):
         """The student pieces' source, one after another (what `identity` hashes)."""
         return "\n\n".join(f"# {name}\n{source_of(piece)}" for name, piece in sorted(self.student_pieces.items()))
-
-
-@dataclass(frozen=True)
-class GANCode(Code):
-    """The pieces of a GAN run.
-
-    generator:     a class called as generator(latent_dim, hidden_dim) for the
-                   DCGAN, generator(latent_dim) for the MLP GAN (None: labkit's);
-    discriminator: called as discriminator(hidden_dim) for the DCGAN,
-                   discriminator(batch_norm) for the MLP GAN (None: labkit's); its
-                   instances have `logits(images)`, D's scores before the Sigmoid;
-    discriminator_loss(real_logits, fake_logits), generator_loss(fake_logits),
-    update_discriminator(step, loss_D, loss_G, every, pause_ratio): see labkit.step.
-    """
-
-    generator: Optional[type] = None
-    discriminator: Optional[type] = None
-    discriminator_loss: Callable = step.discriminator_loss
-    generator_loss: Callable = step.generator_loss
-    update_discriminator: Callable = step.update_discriminator
-
-
-@dataclass(frozen=True)
-class VAECode(Code):
-    """The pieces of a VAE run: reparameterize(mean, logvar, noise), kl_divergence(mean, logvar)
-    (per image), vae_loss(logits, images, mean, logvar) (the batch mean); see labkit.models."""
-
-    reparameterize: Callable = models.reparameterize
-    kl_divergence: Callable = models.kl_divergence
-    vae_loss: Callable = models.vae_loss
-
-
-LABKIT_GAN = GANCode()
-LABKIT_VAE = VAECode()
 
 
 def check_code(code, config, run_dir=None):

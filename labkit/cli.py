@@ -7,15 +7,17 @@
 
 The training flags keep the course's spelling (`--latent_dim`,
 `--num_training_steps`, ...), so the course's commands work as they were.
-Runs go to the runs root the notebooks use (labkit/machinery/runs.py: LABKIT_RUNS, else
+Runs go to the runs root the notebooks use (labkit/runs/folder.py: LABKIT_RUNS, else
 runs/ in the lab folder), named by their settings.
 
 Bad input ends with one line on stderr, `labkit: error: ...`, and exit status
 2, before anything is written; a run that diverges ends with exit status 1,
 Ctrl-C with 130. Nothing a user had is overwritten.
 
-Only the standard library is imported at the top of this module, so that
-Ctrl-C during the slow imports (torch) is also answered with one line.
+This module reads the flags; labkit/commands.py does the work. Only the
+standard library (and labkit/runs/config.py, which needs nothing more) is
+imported at the top of this module, so that Ctrl-C during the slow imports
+(torch, in labkit/commands.py) is also answered with one line.
 """
 
 import argparse
@@ -26,10 +28,11 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from .runs.config import MAX_SAMPLES, TrainConfig, VAEConfig  # the flags' defaults; the standard library only, like this module
+
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
-MAX_SAMPLES = 10_000  # images in one sample grid
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,8 +45,6 @@ class Parser(argparse.ArgumentParser):
 
 def _add_train_flags(parser, grid=False):
     """The training flags; grid=True leaves out those a sweep's grid sets (sizes and seed)."""
-    from ..train import TrainConfig
-
     defaults = TrainConfig()
     course = parser.add_argument_group("the course's flags")
     meaning = dict(latent_dim="size of the noise z", generator_hidden_dim="width h of G (channels 4h, 2h, h)",
@@ -80,160 +81,18 @@ def _add_train_flags(parser, grid=False):
                           help="BatchNorm in the MLP discriminator (the students' failure)")
 
 
-def _device(args):
-    return "cpu" if getattr(args, "no_cuda", False) else (args.device or "auto")
-
-
-def _train_config(args):
-    from dataclasses import fields
-
-    from .runs import resolve_device
-    from ..train import TrainConfig
-
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["batch_norm"] = not args.no_batch_norm
-    values["device"] = _device(args)
-    resolve_device(values["device"])  # a bad --device is bad input: say so before anything else
-    return TrainConfig(**values)
-
-
-def cmd_train(args):
-    from ..train import train
-
-    train(_train_config(args), args.out, progress=not args.quiet)
-
-
-def cmd_extend(args):
-    from ..train import extend
-
-    extend(args.run, args.num_training_steps, progress=not args.quiet)
-
-
-def _png_path(args):
-    """The image `sample --out` names, checked before anything is read or written (targets.output_file)."""
-    from .checkpoints import checkpoints
-    from .runs import check_writable
-    from .targets import output_file
-
-    path = args.out
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg") and not path.is_dir():
-        raise ValueError(f"--out must be an image file ending in .png or .jpg, got {path}")
-    inputs = [args.run / "config.json", args.run / "history.csv", *checkpoints(args.run)]  # what sample reads
-    output_file(path, inputs=inputs, overwrite=args.force, example="samples.png")
-    check_writable(path.parent)
-    return path
-
-
-def cmd_sample(args):
-    from torchvision.utils import save_image
-
-    from ..data import to_unit_range
-    from ..models import sample_images
-    from .runs import atomic_path, check_writable
-    from .targets import output_file, refuse_link
-    from ..train import check_seed, load_run
-
-    if not 1 <= args.count <= MAX_SAMPLES:
-        raise ValueError(f"--count must be from 1 to {MAX_SAMPLES:,} images, got {args.count}")
-    if args.nrow < 1:
-        raise ValueError(f"--nrow must be at least 1 (images per row), got {args.nrow}")
-    check_seed(args.seed)  # the noise generator's range: one line, not "Overflow when unpacking long long"
-    out = _png_path(args) if args.out else None
-    run = load_run(args.run)
-    if out is None:  # labkit's own kind of file in the run's own samples/ folder: replaced freely
-        refuse_link(run.path / "samples")
-        out = output_file(run.path / "samples" / f"sample-step-{run.step:06d}-seed{args.seed}.png", owned=True)
-    check_writable(out.parent)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, out.suffix) as tmp:
-        save_image(to_unit_range(sample_images(run.generator, args.count, seed=args.seed)), tmp, nrow=args.nrow)
-    print(out)
-
-
-def cmd_fid(args):
-    from ..metrics import generator_fid
-    from .runs import resolve_device
-    from ..train import load_run
-
-    if not 2 <= args.count <= 60_000:
-        raise ValueError(f"--count must be from 2 to 60,000 images, got {args.count}")
-    device = resolve_device("cpu" if args.no_cuda else "auto")
-    run = load_run(args.run, device=device)
-    result = generator_fid(run.generator, args.count, args.backbone, progress=not args.quiet)
-    print(f"{run.path} (step {run.step}): {result}")
-
-
-def cmd_train_classifier(args):
-    from ..classifier import ASSET, train_classifier
-    from .runs import check_writable, resolve_device
-    from .targets import output_file
-    from ..train import check_seed
-
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
-    check_seed(args.seed)
-    out = args.out or ASSET
-    # The weights labkit ships are its own file, retrained in place; any other existing file needs --force.
-    output_file(out, overwrite=args.force, owned=out.resolve() == ASSET.resolve(), example="digit_classifier.pt")
-    check_writable(out.parent)
-    train_classifier(epochs=args.epochs, seed=args.seed, device=resolve_device(args.device), out=out)
-
-
-def cmd_train_vae(args):
-    from .runs import resolve_device
-    from ..vae import VAEConfig, train_vae
-
-    values = {f: getattr(args, f) for f in ("latent_dim", "batch_size", "num_training_steps", "learning_rate",
-                                            "logging_steps", "saving_steps", "seed")}
-    values["device"] = _device(args)
-    resolve_device(values["device"])
-    train_vae(VAEConfig(**values), args.out, progress=not args.quiet)
-
-
-def cmd_sweep(args):
-    from .sweep import format_table, parse_shard, sweep
-
-    base = _train_config(args)
-    runs, summary = sweep(args.latent_dims, args.hidden_dims, args.seeds, None, base,
-                          fid_count=args.fid_count, backbone=args.backbone, shard=parse_shard(args.shard),
-                          together={"auto": None, "yes": True, "no": False}[args.together],
-                          progress=not args.quiet, out_dir=args.out)
-    failed = [r for r in runs if r["status"] != "done"]
-    backbone = "Inception FID" if args.backbone == "inception" else "MNIST-FID"
-    print(f"{backbone}, {args.fid_count} vs {args.fid_count} images: mean ± std (best)")
-    print(format_table(summary, args.latent_dims, args.hidden_dims))
-    if failed:
-        print(f"{len(failed)} run(s) failed; see runs.csv. Rerun the same command to retry them.")
-
-
-def cmd_assignment(args):
-    try:
-        import nbgrader  # noqa: F401  (the release uses its preprocessors)
-    except ImportError:
-        raise ValueError("labkit assignment needs nbgrader: install labkit with its dev tools, "
-                         "pip install -e \".[dev]\"") from None
-    if args.action == "release":
-        from ..grading import assignment
-
-        return assignment.release(args.out, source=args.source, force=args.force)
-    from ..grading import gradebook
-
-    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs,
-                           process_box=args.process_box)
-
-
 def _train_parser(p):
     _add_train_flags(p)
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default: <runs root>/<name from the settings>); rerunning resumes it")
-    return cmd_train
+    return "train"
 
 
 def _extend_parser(p):
     p.add_argument("--run", type=Path, required=True, help="the run folder to continue")
     p.add_argument("--num_training_steps", type=int, required=True, help="the new run's steps in all")
     p.add_argument("--quiet", action="store_true")
-    return cmd_extend
+    return "extend"
 
 
 def _sample_parser(p):
@@ -243,7 +102,7 @@ def _sample_parser(p):
     p.add_argument("--seed", type=int, default=0, help="seed of the noise, 0 to 4,294,967,295")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: in the run's samples/)")
     p.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
-    return cmd_sample
+    return "sample"
 
 
 def _fid_parser(p):
@@ -253,7 +112,7 @@ def _fid_parser(p):
                    help="inception: Inception FID (pytorch-fid); mnist: MNIST-FID, fast on a CPU, another scale")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
-    return cmd_fid
+    return "fid"
 
 
 def _sweep_parser(p):
@@ -270,12 +129,10 @@ def _sweep_parser(p):
     p.add_argument("--out", type=Path, default=None,
                    help="folder for runs.csv and summary.csv (default: <runs root>/sweeps/<sweep name>)")
     _add_train_flags(p, grid=True)
-    return cmd_sweep
+    return "sweep"
 
 
 def _train_vae_parser(p):
-    from ..vae import VAEConfig
-
     vae_defaults = VAEConfig()
     for name in ("latent_dim", "batch_size", "num_training_steps", "logging_steps", "saving_steps", "seed"):
         p.add_argument(f"--{name}", type=int, default=getattr(vae_defaults, name))
@@ -284,7 +141,7 @@ def _train_vae_parser(p):
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: <runs root>/<name>)")
     p.add_argument("--quiet", action="store_true")
-    return cmd_train_vae
+    return "train_vae"
 
 
 def _train_classifier_parser(p):
@@ -293,7 +150,7 @@ def _train_classifier_parser(p):
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="default: labkit/assets/digit_classifier.pt")
     p.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
-    return cmd_train_classifier
+    return "train_classifier"
 
 
 def _assignment_parser(p):
@@ -315,7 +172,7 @@ def _assignment_parser(p):
                    help="without bubblewrap (macOS): run students' code as ordinary processes, with your file "
                         "and network access (docs/grading.md)")
     g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
-    return cmd_assignment
+    return "assignment"
 
 
 COMMANDS = (  # name, help, function that adds its flags and returns the command
@@ -335,7 +192,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, text, add_flags in COMMANDS:
         p = commands.add_parser(name, help=text)
-        p.set_defaults(func=add_flags(p))
+        p.set_defaults(command_function=add_flags(p))
     return parser
 
 
@@ -401,23 +258,21 @@ def main(argv=None):
 def _main(argv):
     try:
         with ctrl_c_held_back():
-            from .checkpoints import CheckpointError
-            from ..data import DatasetNotFoundError
-            from ..metrics import WeightsNotFoundError
-            from .runs import RunInUseError, TrainingDiverged
+            # Imported here, not at the top: torch and its company take about 5 s to import (2-core machine,
+            # `labkit --help`), and a Ctrl-C meanwhile must be answered in one line, not a traceback.
+            from . import commands
 
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as stop:  # --help, or a usage error already reported in one line
             return stop.code
         try:
-            status = args.func(args)
-        except (ValueError, FileNotFoundError, CheckpointError, DatasetNotFoundError, WeightsNotFoundError,
-                RunInUseError, PermissionError) as err:
+            status = getattr(commands, args.command_function)(args)
+        except commands.BAD_INPUT as err:
             text = describe_os_error(err) if isinstance(err, PermissionError) and err.errno else str(err)
             print(f"labkit: error: {text}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        except TrainingDiverged as err:
+        except commands.TrainingDiverged as err:
             print(f"labkit: {err}", file=sys.stderr)
             return EXIT_DIVERGED
         except OSError as err:

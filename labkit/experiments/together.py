@@ -14,9 +14,9 @@ times the width:
     Adam updates every number independently, so one Adam over the stacked
     weights is N separate Adams.
 
-Each seed gets what its separate run (`labkit.train`) would: initial weights
+Each seed gets what its separate run (`labkit.gan`) would: initial weights
 built after torch.manual_seed(seed), its own noise generator and its own order
-of batches, and the same step (`labkit.step.gan_step`, called on the stack).
+of batches, and the same step (`labkit.gan.gan_step`, called on the stack).
 In float64 each seed ends with exactly the weights of its separate run
 (tests/test_together.py). In float32 it does not: a grouped convolution adds
 its terms in another order, and a GAN's trajectory amplifies that rounding,
@@ -43,14 +43,15 @@ import copy
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError, load_latest
-from .code import LABKIT_GAN, REFERENCE
-from .loop import training
 from ..data import BatchSampler, load_mnist
-from ..models import IMAGE_SHAPE
-from ..step import gan_step
-from ..train import CHECKPOINT_KIND, HISTORY_COLUMNS, Run, _run_from, adams, build_models, fixed_noise, fixed_samples, \
-    make_config
+from ..gan import (CHECKPOINT_KIND, HISTORY_COLUMNS, GANCode, Run, build_models, gan_step, make_config,
+                   make_optimizers, run_from)
+from ..models import IMAGE_SHAPE, fixed_noise, fixed_samples
+from ..runs.checkpoints import CheckpointError, load_latest
+from ..runs.config import REFERENCE
+from ..runs.training import training
+
+LABKIT_GAN = GANCode()
 
 
 def grouped_layer(layers):
@@ -230,15 +231,15 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
     with training(configs, out_dirs, CHECKPOINT_KIND, HISTORY_COLUMNS, together=True, progress=progress,
                   on_log=on_log, data=lambda device: load_mnist("train", device=device)[0]) as loop:
         if loop.finished:
-            return [_run_from(saved, code, loop.device) for saved in loop.saved]
+            return [run_from(saved, code, loop.device) for saved in loop.saved]
         return _train_together(loop, config, code)
 
 
 def _train_together(loop, config, code):
-    """`labkit.train._train`'s loop, on the stack: every tensor has one entry per seed in front."""
+    """`labkit.gan.train_loop`'s loop, on the stack: every tensor has one entry per seed in front."""
     device, images, seeds = loop.device, loop.data, [c.seed for c in loop.configs]
     G, D, torch_rng_states = build_stack(loop.configs, device)
-    opt_g, opt_d = adams(G, D, config)
+    opt_g, opt_d = make_optimizers(G, D, config)
     noise_rngs = [torch.Generator(device).manual_seed(seed) for seed in seeds]
     d_updates = resume_stack(loop, G, D, opt_g, opt_d, noise_rngs)
     samplers = [BatchSampler(len(images), config.batch_size, seed, device) for seed in seeds]

@@ -16,7 +16,7 @@ file) and resumes unfinished ones from their checkpoints. A run that fails
 is recorded with its error, the sweep goes on, and a rerun retries it.
 
 The seeds of one configuration train together as one stacked model
-(labkit/machinery/together.py) where that measured faster (`stack_seeds`).
+(labkit/experiments/together.py) where that measured faster (`stack_seeds`).
 
 Several GPUs or machines: start one process per GPU with the same command,
 each with its share of the grid, e.g. on a 4-GPU machine
@@ -36,14 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
+from tqdm.auto import tqdm
+
+from ..analysis import equilibrium
 from ..data import require_mnist
-from ..metrics import BACKBONES
-from .atomic import csv_text
-from .runs import (RunInUseError, RunLock, check_folder_path, check_writable, read_json, resolve_device, runs_root,
-                   write_json)
-from .targets import output_folder, write_made
+from ..gan import train
+from ..metrics import BACKBONES, generator_fid
+from ..runs.atomic import csv_text, read_json, write_json
+from ..runs.config import TrainConfig, check_seed
+from ..runs.device import resolve_device
+from ..runs.folder import RunInUseError, RunLock, check_folder_path, check_writable, runs_root
+from ..runs.targets import output_folder, write_made
 from .together import resume_step, train_together, why_not_together
-from ..train import TrainConfig, check_seed, train
 
 RUN_COLUMNS = ("latent_dim", "hidden_dim", "seed", "status", "fid", "fid_backbone", "fid_n", "D_x", "D_G_z1",
                "D_G_z2", "seconds", "run_dir")
@@ -106,7 +110,7 @@ def read_result(path):
 
 def is_table(path):
     """Whether a file in a tables folder is one a sweep wrote, by its contents (for folders written before
-    labkit listed its files in a manifest, labkit/machinery/targets.py)."""
+    labkit listed its files in a manifest, labkit/runs/targets.py)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -172,9 +176,6 @@ def stack_seeds(config):
 
 def measure(run, fid_count, backbone, train_seconds, window=50):
     """The runs.csv row of a trained run: its FID and D's outputs near the end."""
-    from ..analysis import equilibrium
-    from ..metrics import generator_fid
-
     started = time.time()
     config = run.config
     fid = generator_fid(run.generator, fid_count, backbone)
@@ -293,8 +294,6 @@ class Plan:
 
     def train(self, todo, together, progress):
         """Train and measure the runs `todo` not yet finished, a configuration's seeds at a time."""
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(todo), desc="sweep", unit="run", disable=not progress)
         say = bar.write if progress else (lambda text: None)
         try:  # the grid lists the seeds of a configuration one after another

@@ -1,6 +1,6 @@
 """The training loop's skeleton: everything a trainer does around its step, written once.
 
-labkit's trainers (labkit/train.py, labkit/vae.py, and labkit/machinery/together.py
+labkit's trainers (labkit/gan.py, labkit/vae.py, and labkit/experiments/together.py
 for several seeds stacked into one model) differ only in their step. What
 surrounds it is here, and every trainer reads the same:
 
@@ -18,7 +18,7 @@ surrounds it is here, and every trainer reads the same:
 
 What `training` does, in this order:
   1. the run folder: `out_dir`, or runs_root() / config.name (the run's identity,
-     labkit/machinery/runs.py); refused if it is a file or someone else's folder;
+     labkit/runs/folder.py); refused if it is a file or someone else's folder;
   2. the device (config.device) and the run's saved state: its newest readable
      checkpoint, checked against config.json. A finished run is handed back as it
      is (`loop.finished`), and nothing in it is written;
@@ -35,11 +35,12 @@ What `training` does, in this order:
      checkpoint. Between them the GPU never waits for the host;
   8. on exit, the bar and the writers are closed; on success, the time is said.
 
-`together=True` (labkit/machinery/together.py): one run folder per seed, all at
+`together=True` (labkit/experiments/together.py): one run folder per seed, all at
 the same step, trained as one stacked model. A seed whose loss or weights turn
 NaN stops alone (its entry of `loop.errors`), and the others go on.
 """
 
+import shutil
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -47,14 +48,18 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
-from ..data import to_unit_range
 from .atomic import atomic_path, write_atomic
 from .checkpoints import (CheckpointError, check_checkpoint_config, checkpoint_path, latest_checkpoint, load_latest,
                           load_weights, make_checkpoint, remove_older_checkpoints, save_atomic, saved_state)
 from .code import check_code
-from .runs import (RunLock, TrainingDiverged, check_run_folder, check_writable, describe_device, forked_rng,
-                   format_value, read_config, read_history, resolve_device, runs_root, write_config, write_history)
+from .config import format_value
+from .device import describe_device, forked_rng, resolve_device
+from .folder import (RunLock, TrainingDiverged, check_run_folder, check_writable, read_config, read_history,
+                     runs_root, write_config, write_history)
 
 DISPLAY_NAMES = {"vae": "VAE"}  # how errors name a checkpoint's model, where not by its key
 
@@ -224,12 +229,26 @@ class Loop:
             self.on_log(*([self.configs[run].seed] if self.together else []), row)
 
     def save(self, step, samples, run=0, **parts):
-        """Write run `run`'s checkpoint (make_checkpoint's models, optimizers, rng and counters) and a grid of
-        `samples`. Weights that became NaN are not saved: the run stops."""
-        try:
-            self.writers[run].save(make_checkpoint(self.kind, step, self.configs[run], **parts), samples)
-        except TrainingDiverged as error:
-            self.stop(run, error)
+        """Write run `run`'s checkpoint at `step` and a grid of `samples` (images in [-1, 1]).
+
+        parts: make_checkpoint's models, optimizers, rng and counters. The checkpoint
+        is written whole or not at all (save_atomic: torch.save, then one rename), and
+        all but the two newest are deleted. Weights that became NaN are not saved:
+        the run stops.
+        """
+        run_dir, state = self.run_dirs[run], make_checkpoint(self.kind, step, self.configs[run], **parts)
+        for name, weights in state["models"].items():
+            if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
+                return self.stop(run, TrainingDiverged(
+                    f"the {name}'s weights became NaN or infinite by step {step}; training stopped and they "
+                    f"were not saved. Try a lower learning rate or another seed."))
+        grid = run_dir / "samples" / f"step-{step:06d}.png"
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(grid, ".png") as tmp:
+            save_image((samples + 1) / 2, tmp, nrow=8)  # [-1, 1] -> [0, 1]
+        save_atomic(state, checkpoint_path(run_dir, step))
+        remove_older_checkpoints(run_dir)
+        self.writers[run].tensorboard.flush()
 
     def diverged(self, what, run=0):
         """The TrainingDiverged error saying `what` became NaN or infinite, and where to go back to."""
@@ -251,8 +270,6 @@ class Loop:
     # Opening and closing
 
     def _open(self):
-        from tqdm.auto import tqdm
-
         self.histories = [prepare_run_folder(saved.path, saved.config, saved.state, self.columns, self.source)
                           for saved in self.saved]
         for run_dir in self.run_dirs:
@@ -308,11 +325,9 @@ def prepare_run_folder(run_dir, config, state, columns, source=None):
 
 
 class RunWriter:
-    """What a run writes while it trains: history rows, TensorBoard scalars, sample grids, checkpoints."""
+    """What a run appends while it trains: history rows and TensorBoard scalars (Loop.save writes the rest)."""
 
     def __init__(self, run_dir, start_step, columns, tag=None):
-        from torch.utils.tensorboard import SummaryWriter  # slow import; only needed when training
-
         self.run_dir, self.columns = Path(run_dir), columns
         self.tag = tag or (lambda key: key)
         self.tensorboard = SummaryWriter(self.run_dir / "tensorboard", purge_step=start_step + 1)
@@ -323,23 +338,6 @@ class RunWriter:
         self.history_file.flush()
         for key in self.columns[1:]:
             self.tensorboard.add_scalar(self.tag(key), row[key], row["step"])
-
-    def save(self, state, samples):
-        """Write the checkpoint `state` (atomically; all but the two newest are deleted) and a grid of `samples`."""
-        from torchvision.utils import save_image
-
-        step = state["step"]
-        for name, weights in state["models"].items():
-            if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
-                raise TrainingDiverged(f"the {name}'s weights became NaN or infinite by step {step}; training "
-                                       f"stopped and they were not saved. Try a lower learning rate or another seed.")
-        grid = self.run_dir / "samples" / f"step-{step:06d}.png"
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(grid, ".png") as tmp:
-            save_image(to_unit_range(samples), tmp, nrow=8)
-        save_atomic(state, checkpoint_path(self.run_dir, step))
-        remove_older_checkpoints(self.run_dir)
-        self.tensorboard.flush()
 
     def close(self):
         try:
@@ -356,7 +354,7 @@ def read_run(run_dir, config_class, kind, columns, code, device="cpu"):
     """A run folder as it is, to read it (a `SavedRun`); writes nothing.
 
     Refuses a folder that is not a run, a run trained by other code than
-    `code` (labkit/machinery/code.py), and a run with no checkpoint yet.
+    `code` (labkit/runs/code.py), and a run with no checkpoint yet.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -377,7 +375,7 @@ def branch_run(source, num_training_steps, config_class, kind, columns, code, ou
     as a copy of the source's newest checkpoint, sample grids, TensorBoard
     files, code.py and history up to that checkpoint, and appears whole or not
     at all. The source is left as it is. Training the new folder then goes on
-    from the copied checkpoint (labkit.train.extend).
+    from the copied checkpoint (labkit.gan.extend).
     """
     source = Path(source)
     config = read_config(source, config_class)
@@ -395,8 +393,6 @@ def branch_run(source, num_training_steps, config_class, kind, columns, code, ou
 
 
 def _copy_run(source, target, config, kind, columns):
-    import shutil
-
     state = load_latest(source, kind)
     if state is None:
         raise CheckpointError(f"{source} has no checkpoint to extend")

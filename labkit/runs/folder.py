@@ -1,20 +1,14 @@
-"""Run folders: where runs live, what their names mean, and how they are written safely.
+"""Run folders: where runs live, and how they are written safely.
 
 A run folder holds
-    config.json     every setting of the run, and whose code trained it
+    config.json     every setting of the run, and whose code trained it (labkit/runs/config.py)
     history.csv     one row per logging step
     tensorboard/    the same values as TensorBoard event files
-    checkpoints/    the two newest checkpoints (labkit/machinery/checkpoints.py)
+    checkpoints/    the two newest checkpoints (labkit/runs/checkpoints.py)
     samples/        a grid of samples at every checkpoint
-    code.py         the student pieces that trained it, if any (labkit/machinery/code.py)
+    code.py         the student pieces that trained it, if any (labkit/runs/code.py)
 
-**Identity.** A run's folder name says every setting that changes what the
-model learns, steps and code included (`RunConfig.identity`): settings at the
-course's defaults are left out, the others are spelled out, e.g.
-`dcgan_z16_g16_d16_steps5000_seed2022_devery2`. So a run is found again by
-asking for the same settings, and different settings never share a folder.
-Logging, saving and the device are not part of it: they may change when a
-run is resumed.
+Its name is the run's identity (labkit/runs/config.py says how it is made).
 
 **Where.** Every run lives under one root (`runs_root`), shared by the
 `labkit` command and the notebooks: a run trained in a shell is the one a
@@ -28,18 +22,19 @@ when the history is read. One process at a time may train a run folder
 (an instructor's) can be loaded.
 """
 
-import difflib
 import os
 import socket
 import sys
 import time
-import typing
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
-from .atomic import atomic_path, read_json, write_atomic, write_csv, write_json  # noqa: F401 (re-exported)
+from filelock import FileLock, Timeout
 
-RUN_ONLY = ("logging_steps", "saving_steps", "device")  # may change between a run and its resumption
+from .atomic import read_json, write_atomic, write_json
+from .config import format_value
+from .targets import refuse_inputs, refuse_link
+
 
 
 def runs_root():
@@ -64,101 +59,6 @@ def lab_folder():
         if any((folder / "notebooks").glob("01_*.ipynb")):
             return folder
     return None
-
-
-# ---------------------------------------------------------------------------
-# Settings
-
-
-class RunConfig:
-    """What TrainConfig and VAEConfig share: strict loading, identity and a name."""
-
-    @classmethod
-    def from_dict(cls, values):
-        """A config from a dict; an unknown key is an error that suggests the right name."""
-        if not isinstance(values, dict):
-            raise ValueError(f"a {cls.__name__} is a JSON object of settings, not {type(values).__name__}")
-        check_setting_names(cls, values)
-        return cls(**values)
-
-    def check_types(self):
-        """Refuse a setting of the wrong kind in one line (a config.json edited by hand: "use_mlp": "yes").
-
-        The dataclass's annotations say the kinds: bool must be True or False, int a whole
-        number, float any number, str text, Optional[...] also None. Ranges are the subclass's.
-        """
-        kinds = {bool: (bool, "true or false"), int: (int, "a whole number"), float: ((int, float), "a number"),
-                 str: (str, "text")}
-        for name, kind in typing.get_type_hints(type(self)).items():
-            value = getattr(self, name)
-            if typing.get_origin(kind) is typing.Union:  # Optional[float]
-                if value is None:
-                    continue
-                kind = next(k for k in typing.get_args(kind) if k is not type(None))
-            allowed, words = kinds.get(kind, (object, ""))
-            if not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)):
-                raise ValueError(f"{name} must be {words}, got {value!r}")
-
-    def updated(self, **changes):
-        """A copy with `changes`, checked like from_dict (a misspelt name is an error)."""
-        return type(self).from_dict({**asdict(self), **changes})
-
-    def identity(self):
-        """{setting: value} of everything that changes what the model learns."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_ONLY}
-
-    def name_parts(self):
-        """The readable name's parts, in order; subclasses say what they are."""
-        raise NotImplementedError
-
-    @property
-    def name(self):
-        """The run folder's name: every setting of `identity`, the defaults left out."""
-        return "_".join(self.name_parts())
-
-    @staticmethod
-    def spelt(value):
-        """`value` as a run name spells it (`format_value`): exactly, so two settings never share a name."""
-        return format_value(value)
-
-    def suffixes(self, short_names):
-        """Name parts for settings that differ from their defaults, e.g. 'devery2' or 'relu'.
-
-        short_names: {setting: name or function(value) -> name part}.
-        """
-        defaults = type(self)()
-        identity, default_identity = self.identity(), defaults.identity()
-        parts = []
-        for key, short in short_names.items():
-            if key in identity and identity[key] != default_identity.get(key, getattr(defaults, key)):
-                value = identity[key]
-                parts.append(short(value) if callable(short) else f"{short}{format_value(value)}")
-        return parts
-
-
-def format_value(value):
-    """A setting's value as it appears in a run name, exactly: 5e-05 -> 5e-05, 0.00015 -> 0.00015, 0.8 -> 0.8.
-
-    Python's repr of a float is the shortest text that reads back as the same number,
-    so two different settings never share a name."""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def check_setting_names(config_class, values):
-    """Refuse unknown setting names, suggesting the nearest known one."""
-    known = [f.name for f in fields(config_class)]
-    for key in values:
-        if key not in known:
-            near = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; the settings are: {', '.join(known)}"
-            raise ValueError(f"{config_class.__name__} has no setting {key!r}{hint}")
-
-
-def differences(saved, config):
-    """The identity settings in which two configs of one run differ, as text (empty if none)."""
-    a, b = saved.identity(), config.identity()
-    return ", ".join(f"{k}={a.get(k)!r} there vs {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-                     if a.get(k) != b.get(k))
 
 
 def read_config(run_dir, config_class):
@@ -272,16 +172,12 @@ class RunLock:
     """
 
     def __init__(self, run_dir, name=".lock", doing="is being trained"):
-        from filelock import FileLock
-
         self.path = Path(run_dir) / name
         self.owner = Path(run_dir) / f"{name}.owner"
         self.doing = doing  # what the holder does, for the message: "is being trained", "is being swept"
         self.lock = FileLock(str(self.path), timeout=0)
 
     def __enter__(self):
-        from filelock import Timeout
-
         try:
             self.lock.acquire()
         except Timeout:
@@ -321,8 +217,6 @@ def check_run_folder(run_dir, inputs=()):
     none of the entries labkit writes in it may be a link (an append to a linked
     history.csv would write into the file it points to).
     """
-    from .targets import refuse_inputs, refuse_link
-
     run_dir = Path(run_dir)
     check_folder_path(run_dir, "a run")
     refuse_link(run_dir, f"the run folder {run_dir}")
@@ -355,45 +249,3 @@ def check_writable(folder):
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write to {existing} (permission denied); choose a folder you can write to")
-
-
-# ---------------------------------------------------------------------------
-# Devices
-
-
-def resolve_device(name="auto"):
-    """A torch.device from "auto" (CUDA if present), "cpu", "cuda" or "cuda:N", with a clear error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU number), got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU; use device 'cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} does not exist: PyTorch sees {torch.cuda.device_count()} GPU(s), "
-                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
-def describe_device(device):
-    import torch
-
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def forked_rng(device):
-    """A context that restores the caller's global RNG states (CPU, and `device` if CUDA) on exit."""
-    import torch
-
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)

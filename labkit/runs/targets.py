@@ -37,7 +37,7 @@ How labkit knows what it made
   is replaced only if the user asked to (`overwrite`), or if the caller knows it is
   labkit's own kind of file in labkit's own folder (`owned=True`: a sample grid in a
   run's samples/, a cached statistic in labkit's cache).
-* Run folders (labkit/machinery/runs.py) are recognised by their config.json and
+* Run folders (labkit/runs/folder.py) are recognised by their config.json and
   their entries by name; `check_run_folder` uses `refuse_link` from here.
 
 Two processes updating one manifest at once each write it whole, and the last one
@@ -200,7 +200,7 @@ def write_made(folder, name, data):
     if digest not in files.get(name, []):
         files[name] = [*files.get(name, []), digest][-KEEP:]
         write_json(folder / MANIFEST, {"about": "the files labkit wrote in this folder, by the SHA-256 of what it "
-                                                "wrote: it replaces only these (labkit/machinery/targets.py)",
+                                                "wrote: it replaces only these (labkit/runs/targets.py)",
                                        "files": files})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -29,12 +29,14 @@ falls back to the one before.
 import io
 import os
 import sys
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_path
-from .runs import differences, read_config
+from .config import differences
+from .folder import read_config
 
 SCHEMA = 2
 KEEP = 2  # checkpoints kept per run: the newest, and one to fall back to
@@ -46,8 +48,6 @@ class CheckpointError(RuntimeError):
 
 def make_checkpoint(kind, step, config, models, optimizers=None, rng=None, counters=None):
     """The one checkpoint layout (see the module docstring)."""
-    from dataclasses import asdict, is_dataclass
-
     return {
         "kind": kind,
         "schema": SCHEMA,
