@@ -229,7 +229,8 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
         raise ValueError(f"need one out_dir per seed and distinct seeds; got seeds {seeds} for {len(out_dirs)} folders")
     configs = [make_config(config, {"seed": seed}, code) for seed in seeds]
     with training(configs, out_dirs, CHECKPOINT_KIND, HISTORY_COLUMNS, together=True, progress=progress,
-                  on_log=on_log, data=lambda device: load_mnist("train", device=device)[0]) as loop:
+                  on_log=on_log,
+                  data=lambda device: load_mnist("train", device=device, pipeline=config.pipeline)[0]) as loop:
         if loop.finished:
             return [run_from(saved, code, loop.device) for saved in loop.saved]
         return _train_together(loop, config, code)
