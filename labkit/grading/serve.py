@@ -20,11 +20,13 @@ Nothing here returns to the grader but plain data.
 import builtins
 import ctypes
 import os
+import resource
 import signal
 import socket
 import sys
 import types
 
+import numpy  # noqa: F401  (imported before the limits: it maps memory the student's code did not ask for)
 import torch
 
 import wire
@@ -38,8 +40,6 @@ def main(fd, memory_bytes, cpu_seconds):
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1), os.dup2(devnull, 2)  # the student's prints go nowhere, never into the grader's log
     try:
-        import numpy  # noqa: F401  (imported before the limits: it maps memory the student's code did not ask for)
-
         _limits(memory_bytes, cpu_seconds)
         torch.set_num_threads(1)
     except BaseException as err:
@@ -57,10 +57,6 @@ def main(fd, memory_bytes, cpu_seconds):
 
 def _limits(memory_bytes, cpu_seconds):
     """Address space (beyond what torch already maps) and CPU seconds per process; killed with its parent."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return
     in_use = _address_space()
     resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes,) * 2)
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
@@ -73,8 +69,7 @@ def _address_space():
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
+    except OSError:  # no /proc (macOS): the peak resident size instead
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
