@@ -214,6 +214,30 @@ def probe():
         assert probe(under_tmp, code) == ["a package", "ok"]
 
 
+def test_a_secret_folder_inside_what_the_kernel_sees_is_covered(box):
+    """labkit installed into site-packages, or the instructor's notebooks inside the environment: make_box
+    lists such folders as hidden, and the kernel finds them empty and read-only."""
+    with tempfile.TemporaryDirectory(prefix="labkit-env-") as env:
+        secret = Path(env) / "labkit"
+        secret.mkdir()
+        (secret / "checks.py").write_text("the hidden checks")
+        (Path(env) / "pkg.txt").write_text("a package")
+        covered = sandbox.Box(box.kind, (*box.read_only, env), (str(secret),), box.memory_bytes)
+        code = f"""
+import os
+
+def probe():
+    try:
+        open({str(secret / "new.py")!r}, "w")
+        wrote = "done"
+    except OSError as err:
+        wrote = type(err).__name__
+    return [os.listdir({str(secret)!r}), wrote, open({str(Path(env) / "pkg.txt")!r}).read()]
+"""
+        listed, wrote, read = probe(covered, code)
+    assert listed == [] and wrote != "done" and read == "a package", (listed, wrote, read)
+
+
 def test_the_kernel_has_no_network_and_sees_no_other_process(box):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0)), listener.listen(1)
