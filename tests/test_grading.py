@@ -556,3 +556,12 @@ def test_the_pipeline_grade_py_declares_names_the_functions_that_run_it():
         for name in names:
             found = getattr(found, name)
         assert callable(found), where
+
+
+def test_without_bubblewrap_the_instructor_may_accept_a_process_box_and_the_gradebook_says_so(course, tmp_path):
+    source, release = course
+    command = [sys.executable, "-m", "labkit.cli", "assignment", "grade", str(release), "--out", str(tmp_path / "r"),
+               "--source", str(source), "--process-box"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PATH": "/nonexistent"})
+    assert done.returncode == 0 and "--process-box: students' code runs with your file" in done.stderr, done.stderr
+    assert {r["box"] for r in read_csv(tmp_path / "r" / "grades.csv")} == {"process"}
