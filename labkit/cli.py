@@ -178,7 +178,10 @@ def _assignment_parser(p):
                                                            "(one student), feedback, grading.log")
     g.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
     g.add_argument("--timeout", type=float, default=120,
-                   help="seconds each exercise's code may run before it scores 0 (default: %(default)g)")
+                   help="CPU seconds each exercise's code may use before it scores 0 (default: %(default)g)")
+    g.add_argument("--process-box", action="store_true",
+                   help="without bubblewrap (macOS): run students' code as ordinary processes, with your file "
+                        "and network access (docs/grading.md)")
     g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
     _after_grading_parsers(actions)
     return "assignment"

@@ -139,4 +139,5 @@ def assignment(args):
     if args.action == "export":
         return exports.export(args.reports, args.format, deadline=args.deadline,
                               penalty_per_day=args.late_penalty_per_day, assignment=args.assignment)
-    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs)
+    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs,
+                           process_box=args.process_box)

@@ -154,9 +154,9 @@ def check_totals(report, expected):
     assert by_name["carl"]["ID"] == "1003"  # Canvas's user id, from the download's file names
     merged = read_csv(report / "grades-merged.csv")
     assert len(merged) == 3 * (6 + 9)
-    feedback = (report / "ann" / "feedback.md").read_text()
+    feedback = (report / "students" / "ann" / "feedback.md").read_text()
     assert "**30 / 30 points** (code 14 / 14, written 16 / 16)" in feedback and "> Seen," in feedback
-    late = (report / "carl" / "feedback.md").read_text()
+    late = (report / "students" / "carl" / "feedback.md").read_text()
     assert "2 days after the deadline: -20%" in late and "*not answered*" in late
     assert (report / "summary.png").read_bytes().startswith(b"\x89PNG")
     assert "NotImplementedError" in (report / "summary.md").read_text()  # the commonest failure: not done

@@ -70,7 +70,10 @@ def read_notebook(path):
 
 
 def meta(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
+    """A cell's nbgrader marks, {} when it has none (or anything but a dict: hand-edited JSON, other frontends)."""
+    metadata = cell.get("metadata") if isinstance(cell, dict) else None
+    marks = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return marks if isinstance(marks, dict) else {}
 
 
 def is_written(cell):

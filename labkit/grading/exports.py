@@ -10,7 +10,7 @@ saved in the review page (written.csv), and writes into REPORT
                           student,notebook,item,kind,points,max_points,detail
     totals.csv            one row per student: points per notebook, code, written, total,
                           submission time, days late, late penalty, final grade, answers not reviewed
-    <student>/feedback.md what the student reads: every exercise and question, the rubric items
+    students/<student>/feedback.md  what the student reads: every exercise and question, the rubric items
                           met and missed with their comments, the grader's comment, the late penalty
     summary.md, summary.png   the class: points per exercise and question (histograms), the
                           commonest messages of failed checks, answers not reviewed yet
@@ -246,7 +246,7 @@ def export(reports, form, deadline=None, penalty_per_day=0.0, assignment="GAN la
              "totals.csv": table(*totals(grades)), f"export-{form}.csv": lms_table(grades, form, roster, assignment),
              "summary.md": summary.markdown(grades)}
     for g in grades:
-        files["feedback.md" if single else f"{g.student}/feedback.md"] = feedback(g)
+        files["feedback.md" if single else f"students/{g.student}/feedback.md"] = feedback(g)
     output_folder(reports, [*files, "summary.png"], overwrite=True)
     for name, text in files.items():
         write_made(reports, name, text.encode())
