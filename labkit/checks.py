@@ -67,19 +67,24 @@ def module_types(model):
 # ---------------------------------------------------------------------------
 # The network, layer by layer
 
-CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "Identity"}  # no layer of their own
+SHAPE_ONLY = {"Sequential", "ModuleList", "ModuleDict", "Identity", "Flatten", "Unflatten"}  # not layers of the table
 
 
 def layer_table(model):
     """The network's layers in order, each as text: "Conv2d(1, 16, kernel 4, stride 2, padding 1)", "Tanh".
 
     From a real network every layer's settings; from a grader's stand-in (which
-    offers only `module_types`) the layers' kinds.
+    offers only `module_types`) the layers' kinds. Only torch.nn's layers count:
+    a student's own blocks and reshaping modules are not layers of the table.
     """
     if hasattr(type(model), "module_types"):
-        return [name for name in model.module_types()[1:] if name not in CONTAINERS]
+        return [name for name in model.module_types()[1:] if is_table_layer(name)]
     return [describe_layer(m) for m in list(model.modules())[1:]
-            if not list(m.children()) and type(m).__name__ not in CONTAINERS]
+            if not list(m.children()) and is_table_layer(type(m).__name__)]
+
+
+def is_table_layer(name):
+    return name not in SHAPE_ONLY and isinstance(getattr(torch.nn, name, None), type)
 
 
 def describe_layer(layer):
