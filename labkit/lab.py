@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ipywidgets as widgets
 import torch
 from IPython.display import Code, display
 
@@ -164,6 +165,16 @@ def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_cou
     return sweeps.sweep(latent_dims or p.latent_sizes, hidden_dims or p.hidden_sizes, seeds or list(p.seeds),
                         runs_dir(), config(), fid_count=fid_count or p.fid_count,
                         backbone=backbone or p.fid_backbone)
+
+
+STEP_STOPS = (100, 500, 1000, 2000, 5000, 10000)  # the steps a widget offers: a few presses, not 500
+
+
+def steps_slider(description="steps"):
+    """A slider over STEP_STOPS (and the profile's own steps), set to the profile's steps."""
+    steps = profile().steps
+    return widgets.SelectionSlider(options=sorted({*STEP_STOPS, steps}), value=steps, description=description,
+                                   continuous_update=False)
 
 
 def vae(latent_dim, seed=2022, *, code=None):

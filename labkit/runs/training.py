@@ -60,7 +60,7 @@ from typing import Optional
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: a notebook saved and reopened shows its last state, not a missing widget
 
 from .atomic import atomic_path, write_atomic
 from .checkpoints import (KEEP, CheckpointError, check_checkpoint_config, checkpoint_path, checkpoint_step, checkpoints,
