@@ -9,8 +9,15 @@ The same checks grade a submission, in the grader's own process: there the
 student's names are stand-ins for what the student's kernel defined
 (labkit/grading/remote.py), so a check uses only what a stand-in offers: calls,
 `train`/`eval`, `state_dict`/`load_state_dict`, `parameters` and
-`module_types` below. Grading also sets SEED anew for every exercise, so a
-submission never knows the inputs it will be graded on.
+`module_types` below.
+
+Grading sets SEED for every exercise from the instructor's secret, the student
+and the exercise (labkit/grading/secret.py): a submission cannot know its inputs,
+and a regrade draws the same ones. While grading, GRADING is true and a message
+shows no value the inputs or the student's code made (`shown`): with the same
+inputs on every regrade, a value in the feedback would tell a student the answer
+to write into the next submission, and a value the student's code returned could
+carry the secret inputs out.
 """
 
 import difflib
@@ -21,7 +28,24 @@ import torch
 from . import solutions as answers
 from .models import count_parameters as count
 
-SEED = 0  # the inputs' seed; grading draws a new one for every exercise
+SEED = 0  # the inputs' seed; grading sets one per student and exercise
+GRADING = False  # true while grading: messages then show no values (see `shown`)
+
+
+def shown(value, spec=""):
+    """`value` formatted for a message: in a notebook the value itself, while grading "another value"."""
+    return "another value" if GRADING else format(value, spec)
+
+
+def shape(tensor):
+    """A tensor's shape for a message: (8, 1, 32, 32) in a notebook, "another shape" while grading."""
+    return "another shape" if GRADING else str(tuple(tensor.shape))
+
+
+def generator(offset=0):
+    """A torch.Generator seeded from SEED: the hidden checks draw every input from it, so the inputs
+    depend on nothing but the seed (not on how much the public checks drew before)."""
+    return torch.Generator().manual_seed((SEED + 1_000_003 * (offset + 1)) % 2**63)
 
 
 def ok(text):
@@ -35,11 +59,11 @@ def copy_weights(source, target):
     function; a wrong layer shows up as a shape that does not fit.
     """
     src, dst = list(source.state_dict().values()), target.state_dict()
-    assert len(src) == len(dst), (f"your network has {len(dst)} weight and buffer tensors, the course's has "
-                                  f"{len(src)}: a layer is missing or extra")
+    assert len(src) == len(dst), (f"your network has {shown(len(dst))} weight and buffer tensors, the course's "
+                                  f"has {shown(len(src))}: a layer is missing or extra")
     for (name, tensor), value in zip(dst.items(), src):
-        assert tensor.shape == value.shape, (f"your layer tensor {name} has shape {tuple(tensor.shape)} where the "
-                                             f"course's has {tuple(value.shape)}: check that layer's sizes and order")
+        assert tensor.shape == value.shape, (f"your layer tensor {shown(name)} has shape {shape(tensor)} where the "
+                                             f"course's has {shape(value)}: check that layer's sizes and order")
     target.load_state_dict(dict(zip(dst, src)))
 
 
@@ -50,10 +74,11 @@ def same_function(mine, reference, inputs, what):
         mine.train(mode == "train"), reference.train(mode == "train")
         with torch.no_grad():
             a, b = mine(inputs), reference(inputs)
-        assert a.shape == b.shape, f"{what} returns shape {tuple(a.shape)}, the course's {tuple(b.shape)}"
+        assert a.shape == b.shape, f"{what} returns shape {shape(a)}, the course's {shape(b)}"
         gap = (a - b).abs().max().item()
         assert gap < 1e-5, (f"{what} computes something else than the course's network with the same weights "
-                            f"({mode} mode, largest difference {gap:.3g}): check the layers' order, activations "
+                            f"({mode} mode, largest difference {shown(gap, '.3g')}): check the layers' order, "
+                            f"activations "
                             f"(LeakyReLU slope 0.2), BatchNorm placement and the final activation")
 
 
@@ -146,7 +171,7 @@ def call(model, inputs, what):
         with torch.no_grad():
             return model(inputs)
     except (RuntimeError, ValueError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0] if str(err).strip() and not GRADING else type(err).__name__
         raise AssertionError(f"{what} fails on a batch of shape {tuple(inputs.shape)}: {first}. Check the layers' "
                              f"sizes against the course's table (compare_layers names the first that differs)") from None
 
@@ -163,24 +188,24 @@ def dcgan_networks(Generator, Discriminator):
     ok("both networks have the course's layers, in the course's order")
     for latent, hidden, expected in ((16, 16, 57_937), (100, 16, 143_953)):
         G = Generator(latent, hidden)
-        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {count(G):,} parameters; the course's "
-                                      f"has {expected:,}")
+        assert count(G) == expected, (f"Generator({latent}, {hidden}) has {shown(count(G), ',')} parameters; the "
+                                      f"course's has {expected:,}")
         ok(f"Generator({latent}, {hidden}) has {expected:,} parameters")
     G, D = Generator(16, 16), Discriminator(16)
     assert count(D) == count(answers.DCGANDiscriminator(16)), \
-        f"Discriminator(16) has {count(D):,} parameters; the course's has {count(answers.DCGANDiscriminator(16)):,}"
-    ok(f"Discriminator(16) has {count(D):,} parameters")
+        f"Discriminator(16) has {shown(count(D), ',')} parameters; the course's has {count(answers.DCGANDiscriminator(16)):,}"
+    ok(f"Discriminator(16) has {count(answers.DCGANDiscriminator(16)):,} parameters")
     z = torch.randn(8, 16)
     with torch.no_grad():
         images = call(G, z, "your Generator")
-        assert images.shape == (8, 1, 32, 32), f"G(z) has shape {tuple(images.shape)}; expected (8, 1, 32, 32)"
+        assert images.shape == (8, 1, 32, 32), f"G(z) has shape {shape(images)}; expected (8, 1, 32, 32)"
         assert images.min() >= -1 and images.max() <= 1, "G's images must lie in [-1, 1] (a Tanh at the end)"
         ok("G maps (8, 16) codes to (8, 1, 32, 32) images in [-1, 1]")
         p = call(D, images, "your Discriminator")
-        assert p.shape == (8,), f"D(images) has shape {tuple(p.shape)}; expected one probability per image, (8,)"
+        assert p.shape == (8,), f"D(images) has shape {shape(p)}; expected one probability per image, (8,)"
         assert ((p > 0) & (p < 1)).all(), "D's outputs must be probabilities in (0, 1) (a Sigmoid at the end)"
         logits = call(D.logits, images, "your Discriminator's logits")
-        assert logits.shape == p.shape, (f"D.logits(images) has shape {tuple(logits.shape)}; expected one score per "
+        assert logits.shape == p.shape, (f"D.logits(images) has shape {shape(logits)}; expected one score per "
                                          f"image, {tuple(p.shape)}, like D(images)")
         assert torch.allclose(torch.sigmoid(logits), p, atol=1e-6), \
             "D.logits(x) must be D's score before its final Sigmoid: sigmoid(D.logits(x)) == D(x)"
@@ -200,14 +225,15 @@ def gan_losses(discriminator_loss, generator_loss):
                             ("generator_loss", loss_call(generator_loss, "generator_loss", fake),
                              answers.generator_loss(fake))):
         assert torch.is_tensor(mine) and mine.dim() == 0, \
-            f"{name} must return one number (a 0-d tensor), the batch mean; it returns shape {tuple(mine.shape)}"
+            f"{name} must return one number (a 0-d tensor), the batch mean; it returns shape {shape(mine)}"
         assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-6), \
-            f"{name} gives {mine.item():.5f} where it should give {ref.item():.5f}" + loss_mistake(name, mine, real, fake)
+            f"{name} gives {shown(mine.item(), '.5f')} where it should give {shown(ref.item(), '.5f')}" + \
+            loss_mistake(name, mine, real, fake)
     ok("both losses equal binary cross-entropy with the right targets, averaged over the batch")
     # A sure discriminator. In float32, sigmoid(s) rounds to exactly 1.0 from s of about 17, and to exactly 0.0
     # only below about -103; at logits of +-200 both probabilities are exact 1s and 0s.
     logits = "compute it from the logits, e.g. with F.binary_cross_entropy_with_logits, not from torch.sigmoid"
-    clamped = ("gives {got:.1f} where it should give {want:.1f}: it looks computed from probabilities with "
+    clamped = ("gives {got} where it should give {want}: it looks computed from probabilities with "
                "nn.BCELoss / F.binary_cross_entropy, which clamp log(0) to -100, so the loss stops at 100 and its "
                "gradient is 0 exactly where G needs it; " + logits)
     sure_real, sure_fake = torch.full((4,), 200.0, requires_grad=True), torch.full((4,), -200.0, requires_grad=True)
@@ -219,14 +245,15 @@ def gan_losses(discriminator_loss, generator_loss):
         assert math.isfinite(got.item()), (
             f"{name} is infinite or NaN for probabilities of exactly 0 and 1 (logits of +-200): {logits}")
         assert math.isclose(got.item(), want.item(), rel_tol=1e-4, abs_tol=1e-4), \
-            clamped.format(got=got.item(), want=want.item()).replace("gives", f"{name} gives", 1)
+            clamped.format(got=shown(got.item(), ".1f"), want=shown(want.item(), ".1f")).replace(
+                "gives", f"{name} gives", 1)
     loss_g, want = generator_loss(sure_fake), answers.generator_loss(sure_fake.detach())
     assert math.isfinite(loss_g.item()), (
         f"generator_loss is infinite or NaN where D is sure G's images are fake (probability exactly 0): {logits}")
     assert loss_g.item() > 1, ("generator_loss is about 0 where D rejects every fake: that is the saturating loss "
                                "log(1 - D(G(z))), which G minimises to no effect; use -log D(G(z)) (target 1)")
     assert math.isclose(loss_g.item(), want.item(), rel_tol=1e-4), \
-        "generator_loss " + clamped.format(got=loss_g.item(), want=want.item())
+        "generator_loss " + clamped.format(got=shown(loss_g.item(), ".1f"), want=shown(want.item(), ".1f"))
     loss_g.backward()
     grad = sure_fake.grad
     assert grad is not None and torch.isfinite(grad).all(), "generator_loss must have a finite gradient"
@@ -246,7 +273,7 @@ def loss_call(loss, name, *logits):
             raise AssertionError(f"{name} was given logits (any real number) and treated them as probabilities "
                                  f"(nn.BCELoss / F.binary_cross_entropy want values in [0, 1]); use "
                                  f"F.binary_cross_entropy_with_logits on the logits") from None
-        raise AssertionError(f"{name} fails on logits of shape {tuple(logits[0].shape)}: "
+        raise AssertionError(f"{name} fails on logits of shape {shape(logits[0])}: "
                              f"{str(err).strip().splitlines()[0]}") from None
 
 
@@ -286,7 +313,7 @@ def rebalancing_rule(update_discriminator):
     for args, kwargs in cases:
         got, want = update_discriminator(*args, **kwargs), answers.update_discriminator(*args, **kwargs)
         assert bool(got) == want, (f"update_discriminator(step={args[0]}, loss_D={args[1]}, loss_G={args[2]}"
-                                   f"{''.join(f', {k}={v}' for k, v in kwargs.items())}) returned {got}; "
+                                   f"{''.join(f', {k}={v}' for k, v in kwargs.items())}) returned {shown(got)}; "
                                    f"D should {'update' if want else 'skip'} at that step")
     ok("every=1: D updates at every step")
     ok("every=2: D updates at steps 1, 3, 5, ... and skips 2, 4, ...")
@@ -306,7 +333,7 @@ def interpolation(interpolation_latents, slerp):
         mine = interpolation_latents(z1, z2, start, stop, steps, "linear")
         ref = answers.interpolation_latents(z1, z2, start, stop, steps, "linear")
         assert tuple(mine.shape) == tuple(ref.shape), \
-            f"codes have shape {tuple(mine.shape)}; expected {tuple(ref.shape)} (pairs, steps, latent)"
+            f"codes have shape {shape(mine)}; expected {tuple(ref.shape)} (pairs, steps, latent)"
         assert torch.allclose(mine, ref, atol=1e-5), \
             f"the linear codes over [{start}, {stop}] are not (1 - l) z1 + l z2: " + \
             interpolation_mistake(mine, ref, z1, z2, start, stop, interpolation_latents)
@@ -360,7 +387,8 @@ def mlp_networks(MLPGenerator, MLPDiscriminator):
                             (D, answers.MLPDiscriminator(), "MLPDiscriminator()"),
                             (MLPDiscriminator(batch_norm=True), answers.MLPDiscriminator(batch_norm=True),
                              "MLPDiscriminator(batch_norm=True)")):
-        assert count(mine) == count(ref), f"{what} has {count(mine):,} parameters; the course's has {count(ref):,}"
+        assert count(mine) == count(ref), \
+            f"{what} has {shown(count(mine), ',')} parameters; the course's has {count(ref):,}"
         ok(f"{what} has {count(ref):,} parameters")
     batch_norms = module_types(MLPDiscriminator(batch_norm=True)).count("BatchNorm1d")
     assert batch_norms == 3 and "BatchNorm1d" not in module_types(D), \
@@ -374,7 +402,7 @@ def mlp_networks(MLPGenerator, MLPDiscriminator):
         p = call(D, images, "your MLPDiscriminator")
         assert p.shape == (8,) and ((p > 0) & (p < 1)).all(), "D must return one probability in (0, 1) per image"
         logits = call(D.logits, images, "your MLPDiscriminator's logits")
-        assert logits.shape == p.shape, f"D.logits(images) has shape {tuple(logits.shape)}; expected {tuple(p.shape)}"
+        assert logits.shape == p.shape, f"D.logits(images) has shape {shape(logits)}; expected {tuple(p.shape)}"
         assert torch.allclose(torch.sigmoid(logits), p, atol=1e-6), "sigmoid(D.logits(x)) must equal D(x)"
     ok("shapes and ranges: (N, 1, 32, 32) images in [-1, 1], (N,) probabilities, logits before the Sigmoid")
     same_function(MLPGenerator(16), answers.MLPGenerator(16), z, "your MLPGenerator")
@@ -410,8 +438,8 @@ def vae_pieces(reparameterize, kl_divergence, vae_loss):
     ok("gradients flow from z back to mean and logvar")
     kl, want = kl_divergence(mean, logvar), answers.kl_divergence(mean, logvar)
     assert tuple(kl.shape) == (5,), (f"kl_divergence must return one value per image, shape (5,); got "
-                                     f"{tuple(kl.shape)}" + ("; sum over the latent dimensions only (dim=1)"
-                                                             if kl.dim() == 0 else ""))
+                                     f"{shape(kl)}" + ("; sum over the latent dimensions only (dim=1)"
+                                                       if kl.dim() == 0 else ""))
     guesses = [(-want, ": its sign is flipped (KL is never negative: 0.5 * (mean^2 + exp(logvar) - 1 - logvar))"),
                (want / mean.shape[1], ": it averages over the latent dimensions; sum them"),
                (2 * want, ": it lacks the factor 0.5")]
@@ -429,8 +457,8 @@ def vae_pieces(reparameterize, kl_divergence, vae_loss):
                ((rec / images[0].numel() + kl).mean(), ": it averages the reconstruction over the pixels; sum them"),
                (rec.mean(), ": it leaves out the KL term")]
     assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4), (
-        f"vae_loss gives {mine.item():.3f} where the negative ELBO is {ref.item():.3f} nats per image: "
-        f"reconstruction (Bernoulli, summed over the pixels) plus KL, averaged over the batch" + guess(mine, guesses))
+        f"vae_loss gives {shown(mine.item(), '.3f')} where the negative ELBO is {shown(ref.item(), '.3f')} nats per "
+        f"image: reconstruction (Bernoulli, summed over the pixels) plus KL, averaged over the batch" + guess(mine, guesses))
     ok("vae_loss: Bernoulli reconstruction summed over pixels, plus KL, averaged over the batch")
     print("All public checks passed.")
 

@@ -28,11 +28,15 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .runs.config import MAX_SAMPLES, TrainConfig, VAEConfig  # the flags' defaults; the standard library only, like this module
+from .runs.config import MAX_SAMPLES, PIPELINES, TrainConfig, VAEConfig  # the flags' defaults; the standard library only, like this module
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
+
+
+PIPELINE_HELP = ("how MNIST's 28x28 digits become 32x32: pad (labkit's Pad(2)) or resize (the course's "
+                 "Resize(32)); a run setting, in its name when not pad")
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,6 +71,8 @@ def _add_train_flags(parser, grid=False):
     if not grid:
         more.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     more.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if present)")
+    more.add_argument("--pipeline", choices=PIPELINES, default=defaults.pipeline,
+                      help=PIPELINE_HELP + " (default: %(default)s)")
     more.add_argument("--quiet", action="store_true", help="no progress bar")
     rebalance = parser.add_argument_group("rebalancing D and G")
     rebalance.add_argument("--d_every", type=int, default=1, help="update D only on every k-th step")
@@ -110,6 +116,8 @@ def _fid_parser(p):
     p.add_argument("--count", type=int, default=3000, help="samples, and real training images (3000)")
     p.add_argument("--backbone", choices=["inception", "mnist"], default="inception",
                    help="inception: Inception FID (pytorch-fid); mnist: MNIST-FID, fast on a CPU, another scale")
+    p.add_argument("--pipeline", choices=PIPELINES, default=None,
+                   help="the real images' pipeline: pad or resize (default: the run's own, the one it learnt)")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
     return "fid"
@@ -137,6 +145,8 @@ def _train_vae_parser(p):
     for name in ("latent_dim", "batch_size", "num_training_steps", "logging_steps", "saving_steps", "seed"):
         p.add_argument(f"--{name}", type=int, default=getattr(vae_defaults, name))
     p.add_argument("--learning_rate", type=float, default=vae_defaults.learning_rate)
+    p.add_argument("--pipeline", choices=PIPELINES, default=vae_defaults.pipeline,
+                   help=PIPELINE_HELP + " (default: %(default)s)")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: <runs root>/<name>)")

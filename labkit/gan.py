@@ -202,8 +202,9 @@ def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, c
     """
     code = code or GANCode()
     config = make_config(config, overrides, code)
-    with training([config], [out_dir], CHECKPOINT_KIND, HISTORY_COLUMNS, data=training_images, progress=progress,
-                  on_log=on_log, show=progress_line, samples_note=True, checkpoint_minutes=checkpoint_minutes,
+    with training([config], [out_dir], CHECKPOINT_KIND, HISTORY_COLUMNS, progress=progress,
+                  data=lambda device: training_images(device, config.pipeline), on_log=on_log,
+                  show=progress_line, samples_note=True, checkpoint_minutes=checkpoint_minutes,
                   source=code.source() if code.student_pieces else None) as loop:
         if loop.finished:  # trained before: loaded, and nothing in it is written
             return run_from(loop.saved[0], code, loop.device)
@@ -288,9 +289,9 @@ def build_models(config, code=None):
     return generator, discriminator
 
 
-def training_images(device):
-    """MNIST's 60,000 training images, on `device`."""
-    return load_mnist("train", device=device)[0]
+def training_images(device, pipeline="pad"):
+    """MNIST's 60,000 training images, on `device`, made 32x32 by the run's `pipeline` (labkit/data.py)."""
+    return load_mnist("train", device=device, pipeline=pipeline)[0]
 
 
 def progress_line(row):

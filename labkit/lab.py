@@ -185,10 +185,16 @@ def vae(latent_dim, seed=2022, *, code=None):
     return train_vae(vae_config, code=code)
 
 
-def fid(generator):
-    """The profile's FID of a generator (Inception or MNIST-FID, with its counts in the label), with progress."""
+def fid(generator, pipeline="pad"):
+    """The profile's FID of a generator (Inception or MNIST-FID, with its counts and pipeline in the label).
+
+    generator: a generator, or a run (`lab.run(...)`): a run is measured against real
+               images of its own pipeline, a generator against `pipeline`'s ("pad" or "resize").
+    """
     p = profile()
-    return generator_fid(generator, p.fid_count, p.fid_backbone, progress=True)
+    if hasattr(generator, "config"):  # a run: its generator, and the pipeline it learnt from
+        generator, pipeline = generator.generator, generator.config.pipeline
+    return generator_fid(generator, p.fid_count, p.fid_backbone, progress=True, pipeline=pipeline)
 
 
 def seconds_per_step(hidden_dim=16, steps=5):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import analysis
+from labkit import analysis, solutions
 
 
 def test_smoothing_matches_tensorboard_by_hand():
@@ -23,14 +23,14 @@ def test_interpolation_ends_at_the_generator_of_its_endpoints(small_gan):
             assert torch.allclose(images[:, 0], G(z1), atol=1e-5)
             assert torch.allclose(images[:, -1], G(z2), atol=1e-5)
     # Extrapolation over [-1, 2] in 4 steps passes through z1 (l=0) and z2 (l=1).
-    z = analysis.interpolation_latents(z1, z2, -1, 2, steps=4)
+    z = solutions.interpolation_latents(z1, z2, -1, 2, steps=4)
     assert torch.allclose(z[:, 1], z1) and torch.allclose(z[:, 2], z2)
     assert torch.allclose(z[:, 0], 2 * z1 - z2)
 
 
 def test_slerp_keeps_the_norm_between_orthogonal_codes():
     z1, z2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
-    mid = analysis.slerp(z1, z2, torch.tensor([[0.5]]))
+    mid = solutions.slerp(z1, z2, torch.tensor([[0.5]]))
     assert mid.norm().item() == pytest.approx(3.0)
 
 

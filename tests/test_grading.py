@@ -146,8 +146,8 @@ def cheats(source, report):
                                            "def generator_loss(fake_logits):\n    pass\n"},
                             {"gan_losses": (False, "refused: your cell changes torch.allclose")}),
         "tamper-liar": ({"gan_losses": LIAR},
-                        {"gan_losses": (False, "refused: discriminator_loss returned a __main__.Liar object, "
-                                               "not a tensor")}),
+                        {"gan_losses": (False, "refused: discriminator_loss returned something that is not "
+                                               "plain data")}),
         "tamper-write-report": ({"rebalancing_rule": f"torch.save({{'points': 14}}, {str(report / 'gradebook.csv')!r})\n"
                                                      + right["rebalancing_rule"]},
                                 {"rebalancing_rule": (False, "(?i)(no such file|does not exist)")}),
@@ -238,9 +238,9 @@ def test_a_class_of_30_is_graded_in_one_command_and_no_cheat_earns_a_point(cours
 
     # Copies: flagged, points kept.
     by = {(r["student"], r["exercise"]): r for r in rows}
-    assert by["copy-a", "gan_losses"]["copy_of"] == "copy-b" and by["copy-b", "gan_losses"]["copy_of"] == "copy-a"
-    assert by["right-1", "vae_pieces"]["copy_of"].startswith("labkit's reference; ")
-    assert "right-2" in by["right-1", "vae_pieces"]["copy_of"]
+    assert by["copy-a", "gan_losses"]["copy_of"] == "copy-b (1.00)"
+    assert by["copy-b", "gan_losses"]["copy_of"] == "copy-a (1.00)"
+    assert by["right-1", "vae_pieces"]["copy_of"] == ""  # the reference is what every right answer is near: no evidence
     assert by["blank-1", "vae_pieces"]["copy_of"] == "" and by["copy-a", "gan_losses"]["points"] == "2"
 
     # Feedback a student can read, without the hidden checks.

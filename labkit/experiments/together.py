@@ -232,7 +232,7 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
     configs = [make_config(config, {"seed": seed}, code) for seed in seeds]
     with training(configs, out_dirs, CHECKPOINT_KIND, HISTORY_COLUMNS, together=True, progress=progress,
                   on_log=on_log, checkpoint_minutes=checkpoint_minutes,
-                  data=lambda device: load_mnist("train", device=device)[0]) as loop:
+                  data=lambda device: load_mnist("train", device=device, pipeline=config.pipeline)[0]) as loop:
         if loop.finished:
             return [run_from(saved, code, loop.device) for saved in loop.saved]
         return _train_together(loop, config, code)

@@ -31,6 +31,7 @@ from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 
 from ..runs.folder import check_writable, lab_folder
 from ..runs.targets import output_folder, write_made
+from . import secret
 
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
@@ -127,6 +128,9 @@ def release(out, source=None, force=False):
         points += sum(p for _, p in exercises(nb))
     print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {count} exercises, "
           f"{points:g} points")
+    if secret.make(paths[0].parent):
+        print(f"labkit: made the grading secret {secret.path(paths[0].parent)}, where the hidden checks' inputs "
+              f"come from: keep it, never hand it out (docs/grading.md)")
     return 0
 
 

@@ -9,14 +9,19 @@ For each exercise of the instructor's notebooks:
   2. a fresh, boxed kernel runs those cells (labkit/grading/kernel.py);
   3. the instructor's check cell, public and hidden checks, runs in the
      grader's process, with the student's names bound to stand-ins that ask the
-     kernel (labkit/grading/remote.py) and the checks' inputs drawn from a seed
-     chosen anew for this exercise (labkit.checks.SEED).
+     kernel (labkit/grading/remote.py) and the checks' inputs drawn from the
+     seed of this student and exercise (labkit/grading/secret.py).
 
 The verdict is whether the check cell ran to its end. The kernel is closed
 after each exercise, so nothing one exercise's code does reaches another's.
+
+Once the checks have called the student's code, that code has seen their
+secret inputs: from then on nothing the kernel says (an error's text, a forged
+reply) reaches the feedback, only what kind of thing went wrong (`_on_inputs`).
 """
 
 import ast
+import builtins
 import contextlib
 import inspect
 import io
@@ -115,7 +120,7 @@ class Boxes:
 
 def grade_exercise(exercise, cells, boxes, timeout, seed=None):
     """The Verdict on a student's cells (a list of sources) for `exercise`; seed: the checks' inputs
-    (default: drawn anew)."""
+    (labkit/grading/secret.py; default: drawn anew)."""
     refused = rules.refusal("\n\n".join(cells), exercise.names, exercise.labkit_imports)
     if refused:
         return Verdict(False, f"refused: your cell {refused}")
@@ -129,19 +134,41 @@ def _run_checks(exercise, cells, boxes, timeout, seed):
     """Start the kernel, then run the instructor's check cell against its stand-ins. An error of grading's
     own (the kernel cannot start) is raised; everything the student's code causes is a Verdict."""
     try:
-        with Kernel(cells, helpers(exercise), boxes.new(timeout), timeout) as kernel:
+        kernel = Kernel(cells, helpers(exercise), boxes.new(timeout), timeout)
+    except StudentError as err:  # the cells raised: no input of the checks has reached the kernel yet
+        return Verdict(False, NOT_DONE if str(err).startswith("NotImplementedError") else str(err))
+    except Refused as err:
+        return Verdict(False, f"refused: {err}")
+    except KernelError as err:
+        return Verdict(False, str(err))
+    try:
+        with kernel:
             kinds = kernel.request("kinds", names=list(exercise.names))
             for name, kind in exercise.names.items():
                 if type(kinds) is not dict or kinds.get(name) != kind:
                     return Verdict(False, f"{name} is not a {kind} after your cell ran")
             stand_ins = {name: remote.stand_in(kernel, name, kind) for name, kind in exercise.names.items()}
             return _checked(exercise, stand_ins, seed)
-    except StudentError as err:
-        return Verdict(False, NOT_DONE if str(err).startswith("NotImplementedError") else str(err))
-    except Refused as err:
-        return Verdict(False, f"refused: {err}")
-    except KernelError as err:
+    except (StudentError, Refused) as err:
+        return Verdict(False, _on_inputs(err, exercise.names))
+    except KernelError as err:  # a time-out or a dead kernel: grading's own fixed words
         return Verdict(False, str(err))
+
+
+def _on_inputs(err, names):
+    """What the student reads of an error their code raised, or a reply it gave, on the checks' inputs: the
+    kind of error, never its text (the code has seen the secret inputs and could have written them into it)."""
+    text = str(err)
+    if isinstance(err, Refused):
+        who = text.split(" ", 1)[0] if text.split(" ", 1)[0] in names else "your code"
+        return f"refused: {who} returned something that is not plain data (tensors, numbers, bools, strings, " \
+               f"and lists of them)"
+    kind = text.split(":", 1)[0].strip()
+    if kind == "NotImplementedError":
+        return NOT_DONE
+    known = isinstance(getattr(builtins, kind, None), type) and issubclass(getattr(builtins, kind), BaseException)
+    return (f"your code raised {kind if known else 'an exception'} while the checks called it: run the notebook's "
+            f"check cell to see where")
 
 
 def _checked(exercise, stand_ins, seed):
@@ -153,21 +180,22 @@ def _checked(exercise, stand_ins, seed):
             exec(compile(exercise.check, f"<check {exercise.name}>", "exec"), namespace)
     except KernelError:
         raise
-    except AssertionError as err:
+    except AssertionError as err:  # the checks' own words, which show no values while grading (checks.shown)
         return Verdict(False, str(err) or "a hidden check failed")
-    except Exception as err:  # a check that met data it could not use (a None, a wrong shape)
-        return Verdict(False, f"{type(err).__name__}: {err}"[:400])
+    except Exception as err:  # a check that met data it could not use (a None, a wrong shape): its text may echo it
+        return Verdict(False, f"the checks could not use what your code returned ({type(err).__name__})")
     return Verdict(True, "passed")
 
 
 @contextlib.contextmanager
 def _seeded(seed):
-    """The checks' inputs from `seed`: labkit.checks.SEED and torch's RNG, restored afterwards."""
-    saved = checks.SEED
-    checks.SEED = seed
+    """The checks' inputs from `seed` (labkit.checks.SEED and torch's RNG), and their messages without values
+    (labkit.checks.GRADING); both restored afterwards."""
+    saved = checks.SEED, checks.GRADING
+    checks.SEED, checks.GRADING = seed, True
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             yield seed
         finally:
-            checks.SEED = saved
+            checks.SEED, checks.GRADING = saved

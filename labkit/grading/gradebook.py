@@ -10,7 +10,7 @@ SUBMISSIONS is one student's folder or a folder of them, one per student
     <student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
     <student>/feedback.md   what the student reads: each exercise, its points, the check's
                             message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
-    grading.log             each exercise's seed and verdict (to replay a grade)
+    grading.log             each exercise's verdict, and a name of its inputs (the same name: the same inputs)
     .labkit-grading.json    each submission's content hash and rows, for the next grading
     .labkit-made.json       what labkit wrote here (labkit/runs/targets.py)
 
@@ -20,10 +20,9 @@ regrades only the students whose graded cells changed, or everyone if the
 instructor's notebooks changed. A student whose grading crashes is recorded
 with the error, and the others go on.
 
-`copy_of` flags an exercise whose solution is the same code as labkit's
-reference or as another student's (labkit/grading/rules.py `fingerprint`:
-names, formatting and comments do not count); the points stay, the instructor
-decides.
+`copy_of` names the students an exercise's solution shares code with, beyond
+what the reference and the stub explain, and how much (`bob (0.86)`;
+labkit/grading/copies.py); the points stay, the instructor decides.
 
 In the report folder labkit replaces only files it wrote there, never writes
 through a link or into the folders it grades, and deletes nothing.
@@ -44,10 +43,9 @@ from tqdm.auto import tqdm
 
 from ..lab import PROFILES
 from ..runs.targets import TargetError, made_by_labkit, output_folder, write_made
-from . import sandbox
+from . import copies, inert, sandbox, secret
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import Boxes, exercises_of, grade_exercise
-from .rules import fingerprint
 from .submissions import is_submission, read_submission, students
 
 GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of")
@@ -67,12 +65,14 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
     single = is_submission(submissions)
     found = students(submissions)
     report = Report(out, report_names([name for name, _ in found], single), inputs=(submissions, paths[0].parent))
-    source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()[:20]
+    key = secret.load(paths[0].parent)  # the hidden checks' inputs: the same on every regrade (secret.py)
+    source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)
+                                   + secret.fingerprint(key).encode()).hexdigest()[:20]
     stubs = {(e.notebook, e.name): e.stub for e in exercises}
     class_ = [read_submission(name, folder, exercises, stubs) for name, folder in found]
     started = time.time()
     todo = [s for s in class_ if report.cached(s.student, s.digest(source_digest)) is None]
-    box = BoxPlan(level=sandbox.isolation(), secret_paths=(submissions, out, paths[0].parent))
+    box = BoxPlan(level=sandbox.isolation(), secret_paths=(submissions, out, paths[0].parent), inputs_secret=key)
     if box.level == "process" and todo:
         print("labkit: warning: this machine offers no namespaces, so students' code runs with the grading "
               "user's file and network access; verdicts are still decided outside it (see docs/grading.md)",
@@ -86,7 +86,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
             report.forget(submission.student)  # graded again next time
         else:
             report.remember(submission.student, digest, rows[submission.student])
-    flag_copies(rows, class_, exercises)
+    copies.flag(rows, class_, exercises)
     report.write(report_files(rows, single))
     _summarise(rows, single, len(todo), time.time() - started, out)
     problems = [f"{notebook}: {why}: scored 0" for s in class_ for notebook, why in s.problems.items()]
@@ -135,10 +135,12 @@ def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
 
 @dataclass(frozen=True)
 class BoxPlan:
-    """How every kernel of this grading is boxed: the level (sandbox.isolation) and what it must not see."""
+    """How every kernel of this grading is boxed: the level (sandbox.isolation) and what it must not see;
+    and the secret its checks' inputs come from (secret.py; it stays in the grader, never reaches a kernel)."""
 
     level: str
     secret_paths: tuple
+    inputs_secret: bytes = b""
 
 
 def grade_student(submission, exercises, timeout, box):
@@ -151,7 +153,8 @@ def grade_student(submission, exercises, timeout, box):
             if exercise.notebook in submission.problems:
                 rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook]))
             else:
-                verdict = grade_exercise(exercise, submission.cells[key], boxes, timeout)
+                seed = secret.seed(box.inputs_secret, submission.student, *key) if box.inputs_secret else None
+                verdict = grade_exercise(exercise, submission.cells[key], boxes, timeout, seed)
                 rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed))
     except Exception as err:  # a bug of grading's: recorded, the class goes on
         return crashed(submission, exercises, err)
@@ -161,9 +164,12 @@ def grade_student(submission, exercises, timeout, box):
 
 
 def row(student, exercise, passed, message, seed=None):
+    """A gradebook row. `inputs` names the checks' inputs for grading.log without telling them: the seed
+    with the public hidden checks would give every input (secret.py)."""
+    inputs = None if seed is None else hashlib.sha256(f"labkit inputs {seed}".encode()).hexdigest()[:10]
     return dict(student=student, notebook=exercise.notebook, exercise=exercise.name,
                 points=exercise.points if passed else 0.0, max_points=exercise.points, passed=passed,
-                message=one_line(message), copy_of="", seed=seed)
+                message=one_line(message), copy_of="", inputs=inputs)
 
 
 def one_line(text, limit=400):
@@ -179,29 +185,6 @@ def crashed(submission, exercises, err):
              "crashed": True} for e in exercises]
 
 
-def flag_copies(rows, class_, exercises):
-    """Fill `copy_of` where a solution is labkit's reference or another student's code (see fingerprint)."""
-    reference = {(e.notebook, e.name): fingerprint(e.reference) for e in exercises}
-    stubs = {(e.notebook, e.name): fingerprint(e.stub) for e in exercises}
-    owners = {}  # (exercise key, fingerprint) -> students
-    prints = {}
-    for submission in class_:
-        for key, cells in submission.cells.items():
-            mark = fingerprint("\n\n".join(cells))
-            if mark is not None and mark != stubs[key]:
-                prints[submission.student, key] = mark
-                owners.setdefault((key, mark), []).append(submission.student)
-    for student, student_rows in rows.items():
-        for r in student_rows:
-            key = (r["notebook"], r["exercise"])
-            mark = prints.get((student, key))
-            if mark is None:
-                continue
-            same = ["labkit's reference"] if mark == reference[key] else []
-            same += [other for other in owners[key, mark] if other != student]
-            r["copy_of"] = "; ".join(same)
-
-
 def _summarise(rows, single, graded, seconds, out):
     for student, student_rows in rows.items():
         total = sum(r["points"] for r in student_rows)
@@ -213,8 +196,8 @@ def _summarise(rows, single, graded, seconds, out):
             print(f"total: {total:g} / {possible:g} points ({len(student_rows)} exercises, graded in "
                   f"{seconds:.0f} s; details in {out / 'grades.csv'})")
         else:
-            copies = sum(bool(r["copy_of"]) for r in student_rows)
-            print(f"{student:<32} {total:g} / {possible:g}" + (f"   ({copies} flagged as copies)" if copies else ""))
+            flagged = sum(bool(r["copy_of"]) for r in student_rows)
+            print(f"{student:<32} {total:g} / {possible:g}" + (f"   ({flagged} flagged as copies)" if flagged else ""))
     if not single:
         print(f"{len(rows)} students ({graded} graded now, {len(rows) - graded} unchanged since the last grading) "
               f"in {seconds:.0f} s; gradebook in {out / 'gradebook.csv'}")
@@ -292,31 +275,23 @@ def csv_text(columns, rows):
 
 
 def _formatted(r):
-    return {**{k: _cell(v) for k, v in r.items() if k != "seed"}, "points": f"{r['points']:g}",
+    return {**{k: inert.csv_cell(v) for k, v in r.items() if k != "inputs"}, "points": f"{r['points']:g}",
             "max_points": f"{r['max_points']:g}"}
-
-
-def _cell(value):
-    """A text cell a spreadsheet shows as text: one starting with = + - @ would be read as a formula
-    (=HYPERLINK(...) in an error a student's code raised), so it gets a leading quote (OWASP's advice)."""
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
 
 
 def feedback(rows, student=None):
     """A student's feedback in Markdown: each exercise, its points, and what the checks said."""
     total, possible = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
-    lines = [f"# Lab feedback{f' for {student}' if student else ''}", "",
+    lines = [f"# Lab feedback{f' for {inert.markdown(student)}' if student else ''}", "",
              f"**{total:g} / {possible:g} points**", "", "| notebook | exercise | points | |", "| --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['notebook']} | {r['exercise']} | {r['points']:g} / {r['max_points']:g} | "
-                     f"{'passed' if r['passed'] else _escape(r['message'])} |")
-    lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs drawn anew "
-                  "for this grading, in a fresh kernel that ran only that exercise's cells."]
+        lines.append(f"| {inert.markdown(r['notebook'])} | {inert.markdown(r['exercise'])} | "
+                     f"{r['points']:g} / {r['max_points']:g} | "
+                     f"{'passed' if r['passed'] else inert.markdown(r['message'])} |")
+    lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs of your own "
+                  "that no one hands out (the same ones on every regrade), in a fresh kernel that ran only that "
+                  "exercise's cells."]
     return "\n".join(lines) + "\n"
-
-
-def _escape(text):
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def log(rows):
@@ -324,5 +299,5 @@ def log(rows):
     for student, student_rows in rows.items():
         for r in student_rows:
             lines.append(f"{one_line(student)}\t{r['notebook']}\t{r['exercise']}\t{r['points']:g}/{r['max_points']:g}\t"
-                         f"seed {r.get('seed')}\t{r['message']}")
+                         f"inputs {r.get('inputs')}\t{r['message']}")
     return "\n".join(lines) + "\n"

@@ -224,6 +224,7 @@ class _Zygote:
                              "or the GitHub workflow in .github/workflows/grade.yml)")
         ours, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env.pop("LABKIT_GRADING_SECRET", None)  # the hidden checks' inputs come from it (secret.py)
         self.process = subprocess.Popen(
             [sys.executable, "-c", f"from labkit.grading.kernel import zygote; zygote({theirs.fileno()})"],
             pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)

@@ -16,14 +16,10 @@ solution needs:
   * no change to a library: no assignment to `torch.allclose`, `F.x`, ...
 
 `refusal(source, ...)` returns the first broken rule as one sentence, or None.
-`fingerprint(source)` is the copy detector's key: the source's syntax tree
-with docstrings removed and every name it defines renamed in order of first
-use, so formatting, comments and names do not hide that two solutions are
-the same code.
+(Copies are found by labkit/grading/copies.py.)
 """
 
 import ast
-import hashlib
 
 ALLOWED_MODULES = ("torch", "math", "numpy", "functools", "itertools", "collections", "typing", "dataclasses",
                    "numbers", "operator")
@@ -202,70 +198,3 @@ def _root(node):
     while isinstance(node, (ast.Attribute, ast.Subscript)):
         node = node.value
     return node.id if isinstance(node, ast.Name) else None
-
-
-# ---------------------------------------------------------------------------
-# Copies
-
-
-def fingerprint(source):
-    """A hash of the solution's code with formatting, comments, docstrings and its own names normalised;
-    None if it does not parse. Two solutions with one fingerprint are the same code."""
-    try:
-        tree = _Normalise().visit(ast.parse(source))
-        return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
-    except (SyntaxError, ValueError, RecursionError, MemoryError):  # not Python, or nested too deep to walk
-        return None
-
-
-class _Normalise(ast.NodeTransformer):
-    """Drops docstrings and renames what the code defines, in order of first appearance: module-level
-    names to g0, g1, ..., each function's arguments and variables to l0, l1, ... afresh in every function.
-    Library names (torch, F.binary_cross_entropy_with_logits, ...) stay as they are."""
-
-    def visit_Module(self, node):
-        defined = {n for stmt in node.body for n in _bound_by(stmt)} - _import_aliases(node)
-        self.globals, self.defined, self.locals = {}, defined, None
-        return self.generic_visit(node)
-
-    def _name(self, name):
-        if self.locals is not None and name in self.locals:
-            if self.locals[name] is None:  # first appearance in this function
-                self.locals[name] = f"l{sum(v is not None for v in self.locals.values())}"
-            return self.locals[name]
-        if name in self.defined:
-            return self.globals.setdefault(name, f"g{len(self.globals)}")
-        return name
-
-    def _strip_docstring(self, node):
-        body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-
-    def visit_FunctionDef(self, node):
-        node.name = self._name(node.name)
-        self._strip_docstring(node)
-        outer = self.locals
-        local = [a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)]
-        local += [n for stmt in ast.walk(node) if isinstance(stmt, ast.stmt) and stmt is not node
-                  for n in _bound_by(stmt)]
-        self.locals = dict.fromkeys(local)
-        node.args = self.visit(node.args)
-        node.body = [self.visit(stmt) for stmt in node.body]
-        node.decorator_list, node.returns = [self.visit(d) for d in node.decorator_list], None
-        self.locals = outer
-        return node
-
-    def visit_ClassDef(self, node):
-        node.name = self._name(node.name)
-        self._strip_docstring(node)
-        return self.generic_visit(node)
-
-    def visit_arg(self, node):
-        node.arg, node.annotation = self._name(node.arg), None
-        return node
-
-    def visit_Name(self, node):
-        node.id = self._name(node.id)
-        return node

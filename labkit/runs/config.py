@@ -25,7 +25,11 @@ RUN_ONLY = ("logging_steps", "saving_steps", "device")  # may change between a r
 MNIST_TRAIN_SIZE = 60_000
 MAX_SEED = 2**32 - 1
 MAX_SAMPLES = 10_000  # images in one sample grid (`labkit sample --count`)
-
+PIPELINES = ("pad", "resize")  # how MNIST's 28x28 digits become 32x32: labkit's Pad(2), the course's Resize(32)
+# Settings added after runs were saved: config.json and checkpoints leave them out at their
+# defaults, so those files stay byte for byte what they were (tests/test_golden.py) and an
+# old config.json, which lacks them, reads back as the default.
+WRITTEN_IF_CHANGED = ("pipeline",)
 
 
 class RunConfig:
@@ -56,6 +60,11 @@ class RunConfig:
             allowed, words = kinds.get(kind, (object, ""))
             if not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)):
                 raise ValueError(f"{name} must be {words}, got {value!r}")
+
+    def to_dict(self):
+        """The settings as config.json and checkpoints record them: `asdict`, less WRITTEN_IF_CHANGED at defaults."""
+        values, defaults = asdict(self), asdict(type(self)())
+        return {k: v for k, v in values.items() if k not in WRITTEN_IF_CHANGED or v != defaults[k]}
 
     def updated(self, **changes):
         """A copy with `changes`, checked like from_dict (a misspelt name is an error)."""
@@ -130,6 +139,11 @@ def check_whole(name, value, limit):
         raise ValueError(f"{name} must be a whole number from 1 to {limit:,}, got {value!r}")
 
 
+def check_pipeline(pipeline):
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be 'pad' or 'resize', got {pipeline!r}")
+
+
 def check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {seed!r}")
@@ -164,6 +178,8 @@ class TrainConfig(RunConfig):
     d_pause_ratio: float = 0.0  # skip D's update while loss_D / loss_G < this
     generator_learning_rate: Optional[float] = None  # default: learning_rate
     discriminator_learning_rate: Optional[float] = None  # default: learning_rate
+    # The data: "pad" (labkit's Pad(2)) or "resize" (the course's Resize(32)); labkit/data.py.
+    pipeline: str = "pad"
     # Whose code trains it: "labkit", or "student-<hash>" (labkit/runs/code.py).
     code: str = REFERENCE
 
@@ -172,6 +188,7 @@ class TrainConfig(RunConfig):
         for name, limit in LIMITS.items():
             check_whole(name, getattr(self, name), limit)
         check_seed(self.seed)
+        check_pipeline(self.pipeline)
         for name in ("learning_rate", "generator_learning_rate", "discriminator_learning_rate"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
@@ -215,7 +232,7 @@ class TrainConfig(RunConfig):
         return parts + self.suffixes(dict(batch_size="b", beta1="beta")) + learning_rates + self.suffixes(dict(
             d_every="devery", d_pause_ratio="pause",
             discriminator_activation=lambda v: v.replace("_", ""), batch_norm=lambda v: "nobn",
-            mlp_discriminator_batch_norm=lambda v: "dbn", code=str))
+            mlp_discriminator_batch_norm=lambda v: "dbn", pipeline=str, code=str))
 
     @property
     def architecture(self):
@@ -244,6 +261,7 @@ class VAEConfig(RunConfig):
     dev_size: int = 5000
     seed: int = 2022
     device: str = "auto"
+    pipeline: str = "pad"  # "pad" (labkit's) or "resize" (the course's); labkit/data.py
     code: str = REFERENCE  # "labkit", or "student-<hash>" (labkit/runs/code.py)
 
     def __post_init__(self):
@@ -251,9 +269,11 @@ class VAEConfig(RunConfig):
         for name, limit in VAE_LIMITS.items():
             check_whole(name, getattr(self, name), limit)
         check_seed(self.seed)
+        check_pipeline(self.pipeline)
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < float("inf")):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
 
     def name_parts(self):
         parts = [f"vae_z{self.latent_dim}", f"steps{self.num_training_steps}", f"seed{self.seed}"]
-        return parts + self.suffixes(dict(batch_size="b", learning_rate="lr", dev_size="dev", code=str))
+        return parts + self.suffixes(dict(batch_size="b", learning_rate="lr", dev_size="dev", pipeline=str,
+                                          code=str))
