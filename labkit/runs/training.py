@@ -334,6 +334,7 @@ class Loop:
         self.rate = StepRate(self.start, self._recheck_threads)
         self.say(self._announcement())
         self.bar = tqdm(total=self.end, initial=self.start, disable=not self.progress, dynamic_ncols=True,
+                        mininterval=1.0,  # a text bar: a saved notebook keeps one redraw per second, not ten
                         desc=f"{len(self.configs)} seeds" if self.together else "steps")  # the name: in the first line
         self.started, self.last_save_time = time.time(), time.monotonic()
         self.stops.__enter__()  # Ctrl-C from here on: noted, and the loop stops at a checkpoint
