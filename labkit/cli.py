@@ -316,9 +316,10 @@ def _main(argv):
                 raise
             print("labkit: error: out of memory; try a smaller --batch_size or hidden size", file=sys.stderr)
             return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("labkit: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+    except KeyboardInterrupt as err:  # a run stopped at a checkpoint (TrainingStopped) says its own line
+        said = str(err) if str(err).startswith("labkit: ") else \
+            "labkit: interrupted; run the same command again to resume from the last checkpoint"
+        print(said, file=sys.stderr)
         return EXIT_INTERRUPTED
     return status or 0
 
