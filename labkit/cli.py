@@ -22,6 +22,7 @@ imported at the top of this module, so that Ctrl-C during the slow imports
 
 import argparse
 import errno
+import getpass
 import signal
 import sys
 import threading
@@ -177,9 +178,31 @@ def _assignment_parser(p):
                                                            "(one student), feedback, grading.log")
     g.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
     g.add_argument("--timeout", type=float, default=120,
-                   help="seconds each exercise's code may run before it scores 0 (default: %(default)g)")
+                   help="CPU seconds each exercise's code may use before it scores 0 (default: %(default)g)")
+    g.add_argument("--process-box", action="store_true",
+                   help="without bubblewrap (macOS): run students' code as ordinary processes, with your file "
+                        "and network access (docs/grading.md)")
     g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
+    _after_grading_parsers(actions)
     return "assignment"
+
+
+def _after_grading_parsers(actions):
+    """collect, review, export: labkit/grading/collect.py, review.py, exports.py (docs/instructors.md)."""
+    c = actions.add_parser("collect", help="turn a Canvas or Moodle bulk download into one folder per student")
+    c.add_argument("download", type=Path, help="the download's folder (unzipped): files named by student")
+    c.add_argument("--out", type=Path, required=True, help="the folder of students' folders to write")
+    r = actions.add_parser("review", help="grade the written answers question by question in a local web page")
+    r.add_argument("reports", type=Path, help="the report folder `labkit assignment grade` wrote")
+    r.add_argument("--grader", default=getpass.getuser(), help="your name, saved with each mark (default: %(default)s)")
+    r.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    e = actions.add_parser("export", help="the merged gradebook as an LMS's grade import, feedback and a summary")
+    e.add_argument("reports", type=Path, help="the report folder `labkit assignment grade` wrote")
+    e.add_argument("--format", choices=("canvas", "moodle", "csv"), default="csv")
+    e.add_argument("--deadline", default=None, help="ISO date and time, e.g. 2026-12-01T23:59+01:00 (default: none)")
+    e.add_argument("--late-penalty-per-day", type=float, default=0.0,
+                   help="percent of the total taken off per day, or part of one, late (default: 0, lateness recorded)")
+    e.add_argument("--assignment", default="GAN lab", help="the assignment's column name in the LMS")
 
 
 COMMANDS = (  # name, help, function that adds its flags and returns the command
@@ -293,9 +316,10 @@ def _main(argv):
                 raise
             print("labkit: error: out of memory; try a smaller --batch_size or hidden size", file=sys.stderr)
             return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("labkit: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+    except KeyboardInterrupt as err:  # a run stopped at a checkpoint (TrainingStopped) says its own line
+        said = str(err) if str(err).startswith("labkit: ") else \
+            "labkit: interrupted; run the same command again to resume from the last checkpoint"
+        print(said, file=sys.stderr)
         return EXIT_INTERRUPTED
     return status or 0
 

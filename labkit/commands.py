@@ -126,8 +126,18 @@ def assignment(args):
         raise ValueError("labkit assignment needs nbgrader: install labkit with its dev tools, "
                          "pip install -e \".[dev]\"") from None
     # Imported here, not at the top: grading is the instructor's, and needs nbgrader (checked above).
-    from .grading import assignment as notebooks, gradebook
+    from .grading import assignment as notebooks, collect, exports, gradebook, review
 
     if args.action == "release":
         return notebooks.release(args.out, source=args.source, force=args.force)
-    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs)
+    if args.action == "collect":
+        return collect.collect(args.download, args.out)
+    if args.action == "review":
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be from 0 to 65535, got {args.port}")
+        return review.serve(args.reports, args.grader, args.port)
+    if args.action == "export":
+        return exports.export(args.reports, args.format, deadline=args.deadline,
+                              penalty_per_day=args.late_penalty_per_day, assignment=args.assignment)
+    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs,
+                           process_box=args.process_box)

@@ -167,7 +167,7 @@ def evaluate(vae, images, batch_size=1000, seed=0, code=None):
     return (totals / len(images)).tolist()
 
 
-def train_vae(config=None, out_dir=None, *, code=None, progress=True, **overrides):
+def train_vae(config=None, out_dir=None, *, code=None, progress=True, checkpoint_minutes=None, **overrides):
     """Train (or resume, or load) a VAE run; returns a VAERun.
 
     The arguments are those of labkit.gan.train; `code` is a VAECode.
@@ -176,7 +176,7 @@ def train_vae(config=None, out_dir=None, *, code=None, progress=True, **override
     config = replace((config or VAEConfig()).updated(**overrides), code=code.identity)
     with training([config], [out_dir], CHECKPOINT_KIND, VAE_COLUMNS, progress=progress,
                   data=lambda device: training_images(device, config.pipeline), show=progress_line,
-                  tag=lambda column: column.replace("_", "/", 1),
+                  tag=lambda column: column.replace("_", "/", 1), checkpoint_minutes=checkpoint_minutes,
                   source=code.source() if code.student_pieces else None) as loop:
         if loop.finished:  # trained before: loaded, and nothing in it is written
             return _run_from(loop.saved[0], loop.device)

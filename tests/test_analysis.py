@@ -52,3 +52,29 @@ def test_equilibrium_table_measures_distance_from_one_half():
     assert e["distance_from_0.5"] == pytest.approx((0.4 + 0.4 + 0.3) / 3) and e["loss_ratio"] == 0.25
     table = analysis.equilibrium_table({"default": history})
     assert "default" in table and "0.900" in table
+
+
+# ---------------------------------------------------------------------------
+# Counting only what are digits (analysis.digit_region)
+
+
+def test_real_digits_are_digits_and_noise_blanks_shuffles_and_blurs_are_not(mnist_test):
+    from torchvision.transforms.functional import gaussian_blur
+
+    real = mnist_test[0][5000:6000]  # the half of the test set the region was not calibrated on
+    rng = torch.Generator().manual_seed(0)
+    shares = {name: analysis.count_digits(images).not_digits / len(images) for name, images in {
+        "real": real,
+        "noise": torch.rand(300, 1, 32, 32, generator=rng) * 2 - 1,
+        "blank": -torch.ones(50, 1, 32, 32),
+        "shuffled pixels": real[:300].flatten(1)[:, torch.randperm(1024, generator=rng)].view(-1, 1, 32, 32),
+        "blurred": gaussian_blur(real[:300], 9, 2.0),
+    }.items()}
+    assert shares["real"] <= 0.03, shares
+    assert all(shares[name] >= 0.95 for name in ("noise", "blank", "shuffled pixels", "blurred")), shares
+
+
+def test_counts_of_noise_say_first_that_these_are_not_digits():
+    counts = analysis.count_digits(torch.rand(100, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    assert counts.not_digits == 100 and counts.counts.sum() == 0 and counts.total == 100
+    assert str(counts).startswith("most of these samples are not digits (100 of 100): the GAN has not learned yet")

@@ -234,7 +234,8 @@ def test_a_release_never_writes_over_the_instructors_notebooks(workdir, capsys):
     import shutil
 
     lab = workdir / "lab"
-    shutil.copytree(INSTRUCTOR, lab / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(INSTRUCTOR, lab / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints",
+                                                                             ".labkit-grading-secret"))
     before = snapshot(lab)
     os.chdir(lab)  # cd LAB && labkit assignment release --out . --force: the source is ./notebooks
     status, err = run(capsys, "assignment", "release", "--out", ".", "--force")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: a notebook saved and reopened shows its last state, not a missing widget
 
 from ..analysis import equilibrium
 from ..data import require_mnist
