@@ -153,9 +153,9 @@ def run(train_config=None, *, code=None, **settings):
     return train(train_config or config(**settings), code=code)
 
 
-def extend(run_, steps, *, code=None):
+def extend(finished, steps, *, code=None):
     """Train a finished run on to `steps` steps, as a new run (the original stays as it is)."""
-    return extend_run(run_, steps, code=code)
+    return extend_run(finished, steps, code=code)
 
 
 def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_count=None):
