@@ -29,8 +29,12 @@ CONFIG = TrainConfig(num_training_steps=20, logging_steps=5, saving_steps=10, de
 def float64(monkeypatch, mnist_train):
     """Both trainers in double precision."""
     images, labels = mnist_train[0].double(), mnist_train[1]
-    monkeypatch.setattr(labkit.gan, "load_mnist", lambda split, device="cpu": (images.to(device), labels))
-    monkeypatch.setattr(labkit.experiments.together, "load_mnist", lambda split, device="cpu": (images.to(device), labels))
+
+    def load_mnist(split, device="cpu", pipeline=None):
+        return images.to(device), labels
+
+    monkeypatch.setattr(labkit.gan, "load_mnist", load_mnist)
+    monkeypatch.setattr(labkit.experiments.together, "load_mnist", load_mnist)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
