@@ -19,6 +19,15 @@ gives partial results.
     python bench/reference_results.py                 # CPU: about 3 hours on 2 cores
     python bench/reference_results.py --grid course   # the course's 16 x 5 grid as well (meant for a GPU)
     LABKIT_RUNS=/big/disk python bench/reference_results.py
+    python bench/reference_results.py --pipeline resize --only dcgan_z16_h16 --seeds 2022
+
+--pipeline resize trains on the course's data pipeline (Resize(32) where labkit
+pads: issue 30) and measures every FID against resized real images; its runs
+are named with _resize and its tables are the *_resize files beside the
+others, so the two pipelines' results never mix. The digit classifier behind
+MNIST-FID and the digit counts learnt padded digits: under resize those two
+columns are on another footing, and only the Inception FID compares with the
+course's numbers.
 """
 
 import argparse
@@ -37,6 +46,7 @@ from labkit.models import sample_images
 from labkit.reference import (COLUMNS, COURSE, EXPERIMENTS, INCEPTION_PROTOCOL, MNIST_PROTOCOL, REFERENCE_CSV,
                               course_grid_experiments, load)
 from labkit.runs.atomic import read_json, write_json
+from labkit.runs.config import PIPELINES
 from labkit.runs.device import resolve_device
 from labkit.runs.folder import runs_root
 from labkit.gan import train, TrainConfig
@@ -45,25 +55,31 @@ from labkit.vae import train_vae, VAEConfig
 MARKDOWN = Path(__file__).with_suffix(".md")
 
 
-def measure(generator, device):
-    """The reference measurements of one generator (or VAE decoder)."""
+def outputs(pipeline):
+    """(CSV, markdown) of a pipeline's results: labkit's shipped table for pad, *_resize beside it for resize."""
+    if pipeline == "pad":
+        return REFERENCE_CSV, MARKDOWN
+    return (REFERENCE_CSV.with_name(f"{REFERENCE_CSV.stem}_{pipeline}.csv"),
+            MARKDOWN.with_name(f"{MARKDOWN.stem}_{pipeline}.md"))
+
+
+def measure(generator, device, pipeline="pad"):
+    """The reference measurements of one generator (or VAE decoder), against real images of `pipeline`."""
     started = time.time()
-    inception = metrics.generator_fid(generator, 3000, "inception")
-    mnist = metrics.generator_fid(generator, 10000, "mnist")
+    inception = metrics.generator_fid(generator, 3000, "inception", pipeline=pipeline)
+    mnist = metrics.generator_fid(generator, 10000, "mnist", pipeline=pipeline)
     counts = analysis.count_digits(sample_images(generator, 10000, seed=1))
     return dict(fid=inception.value, mnist_fid=mnist.value, unsure_share=counts.unsure / counts.total,
                 entropy_bits=counts.entropy_bits, counts=counts.counts.tolist(),
                 measure_minutes=(time.time() - started) / 60)
 
 
-def run_experiment(experiment, device, runs):
-    """Train and measure every seed of `experiment`; its per-run results."""
+def run_experiment(experiment, device, runs, pipeline="pad"):
+    """Train and measure every seed of `experiment` on `pipeline`'s data; its per-run results."""
     results = []
     for seed in experiment.seeds:
-        if experiment.kind == "gan":
-            config = TrainConfig(**experiment.settings, seed=seed, device=str(device))
-        else:
-            config = VAEConfig(**experiment.settings, seed=seed, device=str(device))
+        config_class = TrainConfig if experiment.kind == "gan" else VAEConfig
+        config = config_class(**experiment.settings, seed=seed, device=str(device), pipeline=pipeline)
         run_dir = runs / config.name
         done = run_dir / "reference.json"
         if done.is_file():
@@ -76,7 +92,8 @@ def run_experiment(experiment, device, runs):
         else:
             generator = train_vae(config, run_dir, progress=False).vae.decoder
         train_minutes = (time.time() - started) / 60
-        result = dict(seed=seed, run=str(run_dir), train_minutes=train_minutes, **measure(generator, device))
+        result = dict(seed=seed, run=str(run_dir), train_minutes=train_minutes,
+                      **measure(generator, device, pipeline))
         write_json(done, result)
         print(f"   FID {result['fid']:.1f}, MNIST-FID {result['mnist_fid']:.2f}, unsure "
               f"{result['unsure_share']:.1%}, {train_minutes:.1f} + {result['measure_minutes']:.1f} min", flush=True)
@@ -84,16 +101,16 @@ def run_experiment(experiment, device, runs):
     return results
 
 
-def summarise(experiment, results, device):
+def summarise(experiment, results, device, pipeline="pad"):
     fids = np.array([r["fid"] for r in results])
     mnist = np.array([r["mnist_fid"] for r in results])
     std = (lambda a: float(a.std(ddof=1)) if len(a) > 1 else math.nan)
     return dict(
         experiment=experiment.name, title=experiment.title, seeds=" ".join(str(r["seed"]) for r in results),
         runs=len(results), fid_mean=round(float(fids.mean()), 2), fid_std=round(std(fids), 2),
-        fid_best=round(float(fids.min()), 2), fid_protocol=INCEPTION_PROTOCOL,
+        fid_best=round(float(fids.min()), 2), fid_protocol=protocol(INCEPTION_PROTOCOL, pipeline),
         mnist_fid_mean=round(float(mnist.mean()), 3), mnist_fid_std=round(std(mnist), 3),
-        mnist_fid_protocol=MNIST_PROTOCOL,
+        mnist_fid_protocol=protocol(MNIST_PROTOCOL, pipeline),
         unsure_share=round(float(np.mean([r["unsure_share"] for r in results])), 4),
         entropy_bits=round(float(np.mean([r["entropy_bits"] for r in results])), 3),
         train_minutes=round(float(np.mean([r["train_minutes"] for r in results])), 1),
@@ -112,7 +129,12 @@ def describe(device):
     return f"{name} CPU, {torch.get_num_threads()} threads"
 
 
-def write_outputs(rows, path):
+def protocol(text, pipeline):
+    """A protocol's description, with the real images' pipeline where it is not labkit's Pad(2)."""
+    return text if pipeline == "pad" else f"{text}, {pipeline} pipeline (runs and reals)"
+
+
+def write_outputs(rows, path, markdown=MARKDOWN, pipeline="pad"):
     import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +144,8 @@ def write_outputs(rows, path):
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
-    lines = ["| experiment | course (Inception FID) | labkit Inception FID | labkit MNIST-FID | unsure digits "
-             "| minutes to train (one run) |",
+    lines = ["| experiment | course (Inception FID; course: Resize(32)) | labkit Inception FID "
+             f"({pipeline}) | labkit MNIST-FID ({pipeline}) | unsure digits | minutes to train (one run) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         course = COURSE.get(r["experiment"])
@@ -132,7 +154,7 @@ def write_outputs(rows, path):
         mnist = f"{r['mnist_fid_mean']:.2f}" + ("" if math.isnan(r["mnist_fid_std"]) else f" ± {r['mnist_fid_std']:.2f}")
         lines.append(f"| {r['title']} | {course.text if course else '-'} | {fid} | {mnist} | "
                      f"{r['unsure_share']:.1%} | {r['train_minutes']:.1f} |")
-    MARKDOWN.write_text("\n".join(lines) + "\n")
+    markdown.write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -143,8 +165,15 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, default=None, help="where the runs go (default: the runs root)")
     parser.add_argument("--only", nargs="+", default=None, help="experiment names to run (default: all)")
-    parser.add_argument("--out", type=Path, default=REFERENCE_CSV)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="only these of each experiment's seeds (default: all of them)")
+    parser.add_argument("--pipeline", choices=PIPELINES, default="pad",
+                        help="pad (labkit's Pad(2)) or resize (the course's Resize(32)); runs and FID reals alike")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the CSV (default: labkit/assets/reference_results.csv, *_resize.csv for resize)")
     args = parser.parse_args(argv)
+    csv_path, markdown = outputs(args.pipeline)
+    csv_path = args.out or csv_path
 
     device = resolve_device(args.device)
     grid = args.grid if args.grid != "auto" else ("course" if device.type == "cuda" else "cpu")
@@ -156,15 +185,20 @@ def main(argv=None):
                        for e in experiments]
     if args.only:
         experiments = [e for e in experiments if e.name in args.only]
+    if args.seeds:
+        experiments = [replace(e, seeds=tuple(s for s in e.seeds if s in args.seeds)) for e in experiments]
+        experiments = [e for e in experiments if e.seeds]
     runs = args.runs or runs_root()
-    print(f"reference results: {len(experiments)} experiments on {describe(device)}, runs in {runs}", flush=True)
+    print(f"reference results ({args.pipeline} pipeline): {len(experiments)} experiments on {describe(device)}, "
+          f"runs in {runs}", flush=True)
     started = time.time()
-    rows = {name: row for name, row in load(args.out).items()}  # other experiments' rows are kept
+    rows = {name: row for name, row in load(csv_path).items()}  # other experiments' rows are kept
     for experiment in experiments:
-        rows[experiment.name] = summarise(experiment, run_experiment(experiment, device, runs), device)
-        write_outputs(list(rows.values()), args.out)
-    print(f"done in {(time.time() - started) / 60:.0f} min: {args.out}, {MARKDOWN}")
-    print(MARKDOWN.read_text())
+        results = run_experiment(experiment, device, runs, args.pipeline)
+        rows[experiment.name] = summarise(experiment, results, device, args.pipeline)
+        write_outputs(list(rows.values()), csv_path, markdown, args.pipeline)
+    print(f"done in {(time.time() - started) / 60:.0f} min: {csv_path}, {markdown}")
+    print(markdown.read_text())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """What the students worked out by hand: digit counts, interpolations, equilibria.
 
 - `count_digits`: the digit classifier labels generated samples (the students
-  labelled 100 by eye), with a chi-square test against MNIST's label mix.
+  labelled 100 by eye), with a chi-square test against MNIST's label mix;
+  samples that are no digit at all (noise, blanks, smudges) are counted apart
+  first (`digit_region`), so a GAN that has not learned is not read as ten digits.
 - `interpolate`, `slerp`, `find_latents`: walks between two latent codes,
   with endpoints chosen by the digit they draw (no prompt loop).
 - `equilibrium_table`: how far a run's D outputs are from the 0.5 of a Nash
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from .data import load_mnist
 from .metrics import load_digit_classifier
 from .models import evaluating
 from .solutions.interpolation import interpolation_latents
@@ -31,15 +34,20 @@ MNIST_TRAIN_COUNTS = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5
 @dataclass
 class DigitCounts:
     counts: np.ndarray  # (10,) confident predictions per digit
-    unsure: int  # predictions below the confidence threshold
+    unsure: int  # digits whose prediction is below the confidence threshold
     chi2: float  # chi-square statistic of `counts` against MNIST's training mix
     p_value: float  # small: the counts are unlikely under MNIST's mix (mode collapse, or bias)
     entropy_bits: float  # of the count histogram; log2(10) = 3.32 bits for a uniform mix
     threshold: float
+    not_digits: int = 0  # images outside the region of real digits (`digit_region`), not counted above
 
     @property
     def total(self):
-        return int(self.counts.sum()) + self.unsure
+        return int(self.counts.sum()) + self.unsure + self.not_digits
+
+    @property
+    def mostly_not_digits(self):
+        return self.not_digits > self.total / 2
 
     @property
     def missing_digits(self):
@@ -47,8 +55,79 @@ class DigitCounts:
         return [d for d in range(10) if self.counts[d] == 0]
 
     def __str__(self):
-        return (f"counts {self.counts.tolist()} + {self.unsure} unsure of {self.total}; "
-                f"chi2 = {self.chi2:.1f}, p = {self.p_value:.3g}; entropy {self.entropy_bits:.2f} of 3.32 bits")
+        first = (f"most of these samples are not digits ({self.not_digits} of {self.total}): the GAN has not "
+                 f"learned yet, so the counts below say little. " if self.mostly_not_digits else "")
+        return (first + f"counts {self.counts.tolist()} + {self.unsure} unsure + {self.not_digits} not digits "
+                f"of {self.total}; chi2 = {self.chi2:.1f}, p = {self.p_value:.3g}; entropy {self.entropy_bits:.2f} "
+                f"of 3.32 bits")
+
+
+@dataclass
+class DigitRegion:
+    """Where real digits lie in the classifier's feature space: an out-of-distribution test.
+
+    A softmax is sure of *something* for any input (noise was read as "8" with
+    probability 1.00), so its confidence cannot tell a digit from noise. The
+    classifier's 128-d features can: a real digit lies near the mean feature of
+    its class. `distance` is the smallest Mahalanobis distance to the ten class
+    means (one covariance shared by the classes), fitted on 5,000 training
+    images; `limit` is the `percentile` of the distances of 5,000 held-out test
+    images (the first half of MNIST's test set), so that share of real digits
+    passes. A blank image sits close to the mean of the ones, so an image must
+    also hold ink: at least half the least of the held-out digits'.
+    tests/test_analysis.py checks the other half, noise, blanks, shuffled pixels
+    and blurred digits.
+    """
+
+    means: torch.Tensor  # (10, 128)
+    precision: torch.Tensor  # (128, 128): the inverse of the shared covariance
+    limit: float
+    percentile: float
+    min_ink: float = 0.0  # the least share of bright pixels an image must have
+
+    def distance(self, features):
+        """(N,) squared Mahalanobis distance of each feature vector to its nearest class mean."""
+        centred = features[:, None, :] - self.means[None]  # (N, 10, 128)
+        return torch.einsum("nci,ij,ncj->nc", centred, self.precision, centred).min(1).values
+
+    def is_digit(self, features, images):
+        return (self.distance(features) <= self.limit) & (ink(images).cpu() >= self.min_ink)
+
+
+def ink(images):
+    """The share of each image's pixels that are bright (above the middle grey), (N,)."""
+    return (images > 0).flatten(1).float().mean(1)
+
+
+_regions = {}
+
+
+@torch.no_grad()
+def digit_region(classifier=None, percentile=99.0):
+    """The DigitRegion of `classifier` (default: labkit's), fitted once per process (on 10,000 images)."""
+    classifier = classifier or load_digit_classifier()
+    key = (id(classifier), percentile)
+    if key not in _regions:
+        device = next(classifier.parameters()).device
+        images, labels = load_mnist("train", device=device)
+        features = batched_features(classifier, images[:5000])
+        labels = labels[:5000].cpu()
+        means = torch.stack([features[labels == d].mean(0) for d in range(10)])
+        centred = features - means[labels]
+        covariance = centred.T @ centred / len(features) + 1e-4 * torch.eye(features.shape[1])
+        region = DigitRegion(means, torch.linalg.inv(covariance), math.inf, percentile)
+        held_out = load_mnist("test", device=device)[0][:5000]
+        region.limit = float(torch.quantile(region.distance(batched_features(classifier, held_out)), percentile / 100))
+        region.min_ink = float(ink(held_out).min()) / 2
+        _regions[key] = region
+    return _regions[key]
+
+
+def batched_features(classifier, images, batch_size=1000):
+    """The classifier's features of `images`, (N, 128) on the CPU, in batches."""
+    with torch.no_grad():
+        return torch.cat([classifier.features(images[i:i + batch_size]).cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def classify_digits(images, classifier=None, batch_size=1000):
@@ -64,13 +143,18 @@ def classify_digits(images, classifier=None, batch_size=1000):
 def count_digits(images, threshold=0.7, classifier=None):
     """Count the digits 0-9 among `images` (N, 1, 32, 32) in [-1, 1].
 
-    A prediction whose softmax probability is below `threshold` counts as
-    "unsure" (a blob that is no clear digit) and stays out of the test. At the
-    default 0.7, 1.3% of MNIST's real test digits are unsure and 99.6% of the
-    rest are read correctly (the classifier is 99.1% accurate overall).
+    First, images outside the region of real digits (`digit_region`: noise,
+    blanks, smudges) are counted as "not digits". Of the rest, a prediction
+    whose softmax probability is below `threshold` counts as "unsure" (a blob
+    that is no clear digit) and stays out of the test. At the default 0.7, 1.3%
+    of MNIST's real test digits are unsure and 99.6% of the rest are read
+    correctly (the classifier is 99.1% accurate overall); 1% of real digits
+    fall outside the region (its 99th percentile).
     """
+    classifier = classifier or load_digit_classifier(images.device)
     digit, confidence = classify_digits(images, classifier)
-    sure = confidence >= threshold
+    in_region = digit_region(classifier).is_digit(batched_features(classifier, images), images)
+    sure = (confidence >= threshold) & in_region
     counts = np.bincount(digit[sure].numpy(), minlength=10)
     n = counts.sum()
     if n > 0:
@@ -80,7 +164,8 @@ def count_digits(images, threshold=0.7, classifier=None):
         entropy = max(0.0, float(-(share * np.log2(share)).sum()))  # max: no "-0.00" for one digit
     else:
         chi2, p_value, entropy = math.nan, math.nan, 0.0
-    return DigitCounts(counts, int((~sure).sum()), float(chi2), float(p_value), entropy, threshold)
+    return DigitCounts(counts, int((in_region & ~sure).sum()), float(chi2), float(p_value), entropy, threshold,
+                       int((~in_region).sum()))
 
 
 # ---------------------------------------------------------------------------

@@ -22,17 +22,22 @@ imported at the top of this module, so that Ctrl-C during the slow imports
 
 import argparse
 import errno
+import getpass
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .runs.config import MAX_SAMPLES, TrainConfig, VAEConfig  # the flags' defaults; the standard library only, like this module
+from .runs.config import MAX_SAMPLES, PIPELINES, TrainConfig, VAEConfig  # the flags' defaults; the standard library only, like this module
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
+
+
+PIPELINE_HELP = ("how MNIST's 28x28 digits become 32x32: pad (labkit's Pad(2)) or resize (the course's "
+                 "Resize(32)); a run setting, in its name when not pad")
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,6 +72,8 @@ def _add_train_flags(parser, grid=False):
     if not grid:
         more.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
     more.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if present)")
+    more.add_argument("--pipeline", choices=PIPELINES, default=defaults.pipeline,
+                      help=PIPELINE_HELP + " (default: %(default)s)")
     more.add_argument("--quiet", action="store_true", help="no progress bar")
     rebalance = parser.add_argument_group("rebalancing D and G")
     rebalance.add_argument("--d_every", type=int, default=1, help="update D only on every k-th step")
@@ -110,6 +117,8 @@ def _fid_parser(p):
     p.add_argument("--count", type=int, default=3000, help="samples, and real training images (3000)")
     p.add_argument("--backbone", choices=["inception", "mnist"], default="inception",
                    help="inception: Inception FID (pytorch-fid); mnist: MNIST-FID, fast on a CPU, another scale")
+    p.add_argument("--pipeline", choices=PIPELINES, default=None,
+                   help="the real images' pipeline: pad or resize (default: the run's own, the one it learnt)")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--quiet", action="store_true")
     return "fid"
@@ -137,6 +146,8 @@ def _train_vae_parser(p):
     for name in ("latent_dim", "batch_size", "num_training_steps", "logging_steps", "saving_steps", "seed"):
         p.add_argument(f"--{name}", type=int, default=getattr(vae_defaults, name))
     p.add_argument("--learning_rate", type=float, default=vae_defaults.learning_rate)
+    p.add_argument("--pipeline", choices=PIPELINES, default=vae_defaults.pipeline,
+                   help=PIPELINE_HELP + " (default: %(default)s)")
     p.add_argument("--no_cuda", action="store_true")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: <runs root>/<name>)")
@@ -167,9 +178,31 @@ def _assignment_parser(p):
                                                            "(one student), feedback, grading.log")
     g.add_argument("--source", type=Path, default=None, help="the instructor's notebooks (default: labkit's)")
     g.add_argument("--timeout", type=float, default=120,
-                   help="seconds each exercise's code may run before it scores 0 (default: %(default)g)")
+                   help="CPU seconds each exercise's code may use before it scores 0 (default: %(default)g)")
+    g.add_argument("--process-box", action="store_true",
+                   help="without bubblewrap (macOS): run students' code as ordinary processes, with your file "
+                        "and network access (docs/grading.md)")
     g.add_argument("--jobs", type=int, default=None, help="students graded at once (default: the CPU cores)")
+    _after_grading_parsers(actions)
     return "assignment"
+
+
+def _after_grading_parsers(actions):
+    """collect, review, export: labkit/grading/collect.py, review.py, exports.py (docs/instructors.md)."""
+    c = actions.add_parser("collect", help="turn a Canvas or Moodle bulk download into one folder per student")
+    c.add_argument("download", type=Path, help="the download's folder (unzipped): files named by student")
+    c.add_argument("--out", type=Path, required=True, help="the folder of students' folders to write")
+    r = actions.add_parser("review", help="grade the written answers question by question in a local web page")
+    r.add_argument("reports", type=Path, help="the report folder `labkit assignment grade` wrote")
+    r.add_argument("--grader", default=getpass.getuser(), help="your name, saved with each mark (default: %(default)s)")
+    r.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    e = actions.add_parser("export", help="the merged gradebook as an LMS's grade import, feedback and a summary")
+    e.add_argument("reports", type=Path, help="the report folder `labkit assignment grade` wrote")
+    e.add_argument("--format", choices=("canvas", "moodle", "csv"), default="csv")
+    e.add_argument("--deadline", default=None, help="ISO date and time, e.g. 2026-12-01T23:59+01:00 (default: none)")
+    e.add_argument("--late-penalty-per-day", type=float, default=0.0,
+                   help="percent of the total taken off per day, or part of one, late (default: 0, lateness recorded)")
+    e.add_argument("--assignment", default="GAN lab", help="the assignment's column name in the LMS")
 
 
 COMMANDS = (  # name, help, function that adds its flags and returns the command
@@ -283,9 +316,10 @@ def _main(argv):
                 raise
             print("labkit: error: out of memory; try a smaller --batch_size or hidden size", file=sys.stderr)
             return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("labkit: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+    except KeyboardInterrupt as err:  # a run stopped at a checkpoint (TrainingStopped) says its own line
+        said = str(err) if str(err).startswith("labkit: ") else \
+            "labkit: interrupted; run the same command again to resume from the last checkpoint"
+        print(said, file=sys.stderr)
         return EXIT_INTERRUPTED
     return status or 0
 

@@ -81,7 +81,8 @@ def fid(args):
         raise ValueError(f"--count must be from 2 to 60,000 images, got {args.count}")
     device = resolve_device("cpu" if args.no_cuda else "auto")
     run = load_run(args.run, device=device)
-    result = generator_fid(run.generator, args.count, args.backbone, progress=not args.quiet)
+    result = generator_fid(run.generator, args.count, args.backbone, progress=not args.quiet,
+                           pipeline=args.pipeline or run.config.pipeline)
     print(f"{run.path} (step {run.step}): {result}")
 
 
@@ -98,7 +99,7 @@ def train_classifier(args):
 
 def train_vae(args):
     values = {f: getattr(args, f) for f in ("latent_dim", "batch_size", "num_training_steps", "learning_rate",
-                                            "logging_steps", "saving_steps", "seed")}
+                                            "logging_steps", "saving_steps", "seed", "pipeline")}
     values["device"] = device_name(args)
     resolve_device(values["device"])
     fit_vae(VAEConfig(**values), args.out, progress=not args.quiet)
@@ -112,7 +113,7 @@ def sweep(args):
                           progress=not args.quiet, out_dir=args.out)
     failed = [r for r in runs if r["status"] != "done"]
     backbone = "Inception FID" if args.backbone == "inception" else "MNIST-FID"
-    print(f"{backbone}, {args.fid_count} vs {args.fid_count} images: mean ± std (best)")
+    print(f"{backbone} ({args.pipeline}), {args.fid_count} vs {args.fid_count} images: mean ± std (best)")
     print(format_table(summary, args.latent_dims, args.hidden_dims))
     if failed:
         print(f"{len(failed)} run(s) failed; see runs.csv. Rerun the same command to retry them.")
@@ -125,8 +126,18 @@ def assignment(args):
         raise ValueError("labkit assignment needs nbgrader: install labkit with its dev tools, "
                          "pip install -e \".[dev]\"") from None
     # Imported here, not at the top: grading is the instructor's, and needs nbgrader (checked above).
-    from .grading import assignment as notebooks, gradebook
+    from .grading import assignment as notebooks, collect, exports, gradebook, review
 
     if args.action == "release":
         return notebooks.release(args.out, source=args.source, force=args.force)
-    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs)
+    if args.action == "collect":
+        return collect.collect(args.download, args.out)
+    if args.action == "review":
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be from 0 to 65535, got {args.port}")
+        return review.serve(args.reports, args.grader, args.port)
+    if args.action == "export":
+        return exports.export(args.reports, args.format, deadline=args.deadline,
+                              penalty_per_day=args.late_penalty_per_day, assignment=args.assignment)
+    return gradebook.grade(args.submission, args.out, source=args.source, timeout=args.timeout, jobs=args.jobs,
+                           process_box=args.process_box)

@@ -1,11 +1,23 @@
-"""MNIST, padded to 32x32 and scaled to [-1, 1], held as one tensor.
+"""MNIST, brought to 32x32 and scaled to [-1, 1], held as one tensor.
 
-The course fed MNIST through a DataLoader with per-sample transforms
-(Pad(2) -> ToTensor -> Normalize(0.5, 0.5)). The whole training set is only
-60,000 x 32 x 32 floats (245 MB), so labkit applies those transforms once to
-the full tensor, keeps it on the training device and forms each batch by
-indexing it. That removes the loader's per-sample Python work and the
-host-to-device copy from every training step; the images are the same.
+Two pipelines make the 28x28 digits 32x32 (a run's `pipeline` setting):
+
+    "pad"     labkit's: Pad(2) -> ToTensor -> Normalize(0.5, 0.5), a 2-pixel
+              black border around the digit as drawn;
+    "resize"  the course's (its dataset.py): Resize(32) -> ToTensor ->
+              Normalize(0.5, 0.5), the digit upsampled bilinearly, so it fills
+              the frame and its strokes are wider and softer.
+
+A GAN learns whichever it is fed, and its FID is only meaningful against real
+images from the same pipeline (issue 30: the course's FIDs are about 2.5x
+labkit's because of this alone).
+
+The course fed MNIST through a DataLoader with per-sample transforms. The whole
+training set is only 60,000 x 32 x 32 floats (245 MB), so labkit applies the
+transforms once to the full tensor, keeps it on the training device and forms
+each batch by indexing it. That removes the loader's per-sample Python work and
+the host-to-device copy from every training step; the images are the same,
+pixel for pixel (tests/test_data.py compares them with torchvision's).
 
 Where the files come from, in order: the `root` argument, the environment
 variable LABKIT_DATA, then ./data. torchvision downloads MNIST there if it is
@@ -19,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.datasets import MNIST
 
-from .runs.config import MNIST_TRAIN_SIZE  # noqa: F401 (the dataset's size, also said here)
+from .runs.config import MNIST_TRAIN_SIZE, check_pipeline  # noqa: F401 (MNIST_TRAIN_SIZE: said here too)
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -75,20 +87,35 @@ def require_mnist(root=None):
         _torchvision_mnist(data_root(root), train=train)
 
 
-def load_mnist(split="train", root=None, device="cpu"):
+def load_mnist(split="train", root=None, device="cpu", pipeline="pad"):
     """All of one MNIST split as (images, labels) on `device`.
 
-    images: float32 (N, 1, 32, 32) in [-1, 1], the 28x28 digits padded by 2
-            zero-valued (i.e. -1 after scaling) pixels on each side;
+    images: float32 (N, 1, 32, 32) in [-1, 1], made 32x32 by `pipeline` (`to_32x32`);
     labels: int64 (N,).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    check_pipeline(pipeline)
     dataset = _torchvision_mnist(data_root(root), train=(split == "train"))
-    pixels = dataset.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
-    pixels = F.pad(pixels, (2, 2, 2, 2))  # Pad(2) with zeros, as the course did
+    pixels = to_32x32(dataset.data.unsqueeze(1), pipeline).float().div_(255.0)  # ToTensor: [0, 1]
     images = pixels.mul_(2.0).sub_(1.0)  # Normalize(mean=0.5, std=0.5)
     return images.to(device), dataset.targets.clone().to(device)
+
+
+def to_32x32(digits, pipeline="pad"):
+    """uint8 digits (N, 1, 28, 28) made (N, 1, 32, 32), still uint8 in 0..255.
+
+    "pad": 2 black pixels on each side (torchvision's Pad(2)).
+    "resize": torchvision's Resize(32), bilinear, as the course applied it to each PIL
+    image: PIL interpolates in fixed point and rounds to whole grey levels. PyTorch's
+    bilinear interpolation of a uint8 tensor with antialias=True is written to match
+    PIL's, and does: all 70,000 digits come out identical (measured; antialias itself
+    changes nothing when enlarging). Interpolating floats instead, or torchvision's
+    resize of the tensor (which does that), differs from PIL by 1/255 in ~4% of pixels.
+    """
+    if pipeline == "pad":
+        return F.pad(digits, (2, 2, 2, 2))
+    return F.interpolate(digits, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
 
 
 def to_unit_range(images):

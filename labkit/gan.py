@@ -181,7 +181,8 @@ class GANCode(Code):
 # Training a run
 
 
-def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, **overrides):
+def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, checkpoint_minutes=None,
+          **overrides):
     """Train (or resume, or load) a GAN run and return it as a `Run`.
 
     config:    a TrainConfig; keyword overrides (e.g. latent_dim=32) are applied to it
@@ -190,14 +191,20 @@ def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, *
     code:      a GANCode with a student's pieces (default: labkit's).
     progress:  say in one line what happens (training, resuming or loading)
                and show a tqdm progress bar (a widget in Jupyter).
-    on_log:    called with each history row (a dict) at every logging step.
+    on_log:    called with each history row (a dict) at every logging step; a KeyboardInterrupt
+               it raises stops the run at a checkpoint, as Ctrl-C does.
+    checkpoint_minutes: an extra checkpoint after this many minutes of training (default: 5 on a
+               CPU, none on a GPU); not a setting of the run, so it may change on every resume.
 
-    The caller's global RNG state is restored afterwards.
+    Ctrl-C (Kernel > Interrupt) stops the run at a checkpoint at the current step
+    and raises TrainingStopped (a KeyboardInterrupt) with one line; calling `train`
+    again resumes there. The caller's global RNG state is restored afterwards.
     """
     code = code or GANCode()
     config = make_config(config, overrides, code)
-    with training([config], [out_dir], CHECKPOINT_KIND, HISTORY_COLUMNS, data=training_images, progress=progress,
-                  on_log=on_log, show=progress_line, samples_note=True,
+    with training([config], [out_dir], CHECKPOINT_KIND, HISTORY_COLUMNS, progress=progress,
+                  data=lambda device: training_images(device, config.pipeline), on_log=on_log,
+                  show=progress_line, samples_note=True, checkpoint_minutes=checkpoint_minutes,
                   source=code.source() if code.student_pieces else None) as loop:
         if loop.finished:  # trained before: loaded, and nothing in it is written
             return run_from(loop.saved[0], code, loop.device)
@@ -282,9 +289,9 @@ def build_models(config, code=None):
     return generator, discriminator
 
 
-def training_images(device):
-    """MNIST's 60,000 training images, on `device`."""
-    return load_mnist("train", device=device)[0]
+def training_images(device, pipeline="pad"):
+    """MNIST's 60,000 training images, on `device`, made 32x32 by the run's `pipeline` (labkit/data.py)."""
+    return load_mnist("train", device=device, pipeline=pipeline)[0]
 
 
 def progress_line(row):

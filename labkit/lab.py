@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ipywidgets as widgets
 import torch
 from IPython.display import Code, display
 
@@ -37,7 +38,7 @@ from .experiments import sweep as sweeps
 from .gan import GANCode, build_training, extend as extend_run, gan_step, memory_format, train
 from .metrics import generator_fid
 from .runs.config import TrainConfig, VAEConfig
-from .runs.device import describe_device, forked_rng
+from .runs.device import describe_device, forked_rng, threads_for_machine
 from .runs.folder import runs_root
 from .vae import train_vae
 
@@ -166,6 +167,16 @@ def sweep(latent_dims=None, hidden_dims=None, seeds=None, backbone=None, fid_cou
                         backbone=backbone or p.fid_backbone)
 
 
+STEP_STOPS = (100, 500, 1000, 2000, 5000, 10000)  # the steps a widget offers: a few presses, not 500
+
+
+def steps_slider(description="steps"):
+    """A slider over STEP_STOPS (and the profile's own steps), set to the profile's steps."""
+    steps = profile().steps
+    return widgets.SelectionSlider(options=sorted({*STEP_STOPS, steps}), value=steps, description=description,
+                                   continuous_update=False)
+
+
 def vae(latent_dim, seed=2022, *, code=None):
     """The VAE with this latent size and the profile's steps: loaded, or trained (a `vae.VAERun`)."""
     p = profile()
@@ -174,10 +185,16 @@ def vae(latent_dim, seed=2022, *, code=None):
     return train_vae(vae_config, code=code)
 
 
-def fid(generator):
-    """The profile's FID of a generator (Inception or MNIST-FID, with its counts in the label), with progress."""
+def fid(generator, pipeline="pad"):
+    """The profile's FID of a generator (Inception or MNIST-FID, with its counts and pipeline in the label).
+
+    generator: a generator, or a run (`lab.run(...)`): a run is measured against real
+               images of its own pipeline, a generator against `pipeline`'s ("pad" or "resize").
+    """
     p = profile()
-    return generator_fid(generator, p.fid_count, p.fid_backbone, progress=True)
+    if hasattr(generator, "config"):  # a run: its generator, and the pipeline it learnt from
+        generator, pipeline = generator.generator, generator.config.pipeline
+    return generator_fid(generator, p.fid_count, p.fid_backbone, progress=True, pipeline=pipeline)
 
 
 def seconds_per_step(hidden_dim=16, steps=5):
@@ -185,11 +202,12 @@ def seconds_per_step(hidden_dim=16, steps=5):
 
     It times the trainer's own step (labkit.gan.gan_step, on networks and Adams
     built as labkit.gan builds them, on this device) for `steps` steps after
-    one warm-up step, waiting for the device before and after.
+    one warm-up step, waiting for the device before and after, with the CPU
+    threads a run started now would use (labkit/runs/device.py).
     """
     dev = device()
     config = TrainConfig(generator_hidden_dim=hidden_dim, discriminator_hidden_dim=hidden_dim, device=dev.type)
-    with forked_rng(dev):
+    with forked_rng(dev), threads_for_machine(dev):
         code = GANCode()  # labkit's own pieces
         generator, discriminator, opt_g, opt_d = build_training(config, code, dev)
         real = torch.rand(config.batch_size, 1, 32, 32, device=dev).contiguous(memory_format=memory_format(dev))
@@ -227,7 +245,8 @@ def banner(notebook=None):
     """Print the profile, the device and where runs go; with `notebook` ("01", ...), what it costs here."""
     p, dev = profile(), device()
     print(f"labkit lab, {describe_choice()}")
-    print(f"device: {describe_device(dev)}; runs in {runs_dir().resolve()}")
+    with threads_for_machine(dev) as threads:
+        print(f"device: {describe_device(dev, threads)}; runs in {runs_dir().resolve()}")
     measured = measured_minutes(notebook, p.name) if notebook else None
     if notebook and dev.type == "cpu" and p.name == "default":
         minutes = seconds_per_step(16) * p.steps / 60
@@ -240,6 +259,10 @@ def banner(notebook=None):
               f"trained yet (bench/lab_time.py); runs trained before are loaded, not trained again.")
     elif notebook and dev.type == "cuda":
         print(f"This notebook in the '{p.name}' profile on a GPU: time not measured yet (bench/lab_time.py).")
+    if notebook and dev.type == "cpu" and p.name == "cpu":  # the machine as it is now: other work slows it
+        seconds = seconds_per_step(16)
+        print(f"Measured here now: {seconds * 1000:.0f} ms per training step, so one {p.steps}-step run at hidden "
+              f"16 takes about {max(1, round(seconds * p.steps / 60))} min.")
     others = [name for name in PROFILES if name != p.name]
     print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
 

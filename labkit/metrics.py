@@ -12,7 +12,11 @@ Two feature extractors ("backbones") turn images into vectors:
   measure every run. Its numbers are on another scale: never compare an
   MNIST-FID with an Inception FID. Every result carries its backbone in its label.
 
-Images are labkit's (N, 1, 32, 32) tensors in [-1, 1]. The Frechet distance is
+Images are labkit's (N, 1, 32, 32) tensors in [-1, 1]. A generator's FID is
+measured against real digits made 32x32 by the run's own data pipeline ("pad"
+or "resize", labkit/data.py), and its label says which: the same samples score
+about 36 against padded digits and over 100 against resized ones (issue 30), so
+an FID without its pipeline means little. The Frechet distance is
 pytorch-fid's formula (see `frechet_distance`), so an Inception FID here is the
 number pytorch-fid gives for the same images, computed 7-9x faster.
 """
@@ -22,6 +26,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -197,11 +202,14 @@ class FID:
     backbone: str
     n_real: int
     n_fake: int
+    pipeline: Optional[str] = None  # how the real images were made 32x32 ("pad", "resize"), where known
 
     @property
     def label(self):
+        """e.g. "Inception FID (pad, 3000 real vs 3000 generated)"."""
         name = "Inception FID" if self.backbone == "inception" else "MNIST-FID"
-        return f"{name} ({self.n_real} real vs {self.n_fake} generated)"
+        pipeline = f"{self.pipeline}, " if self.pipeline else ""
+        return f"{name} ({pipeline}{self.n_real} real vs {self.n_fake} generated)"
 
     def __float__(self):
         return self.value
@@ -210,11 +218,11 @@ class FID:
         return f"{self.label}: {self.value:.2f}"
 
 
-def fid(real_images, fake_images, backbone="inception", progress=False):
-    """FID between two image sets (lower: more alike)."""
+def fid(real_images, fake_images, backbone="inception", progress=False, pipeline=None):
+    """FID between two image sets (lower: more alike); `pipeline` names the real images' pipeline in its label."""
     mu1, s1 = statistics(features(real_images, backbone, progress=progress))
     mu2, s2 = statistics(features(fake_images, backbone, progress=progress))
-    return FID(frechet_distance(mu1, s1, mu2, s2), backbone, len(real_images), len(fake_images))
+    return FID(frechet_distance(mu1, s1, mu2, s2), backbone, len(real_images), len(fake_images), pipeline)
 
 
 def inception_fid(real_images, fake_images, progress=False):
@@ -236,24 +244,34 @@ def cache_dir():
     return Path(os.environ.get("LABKIT_CACHE") or Path.home() / ".cache" / "labkit")
 
 
-def real_images(count, split="train", seed=0, device="cpu"):
-    """`count` MNIST images of `split`, a random subset fixed by `seed`."""
-    images, _ = load_mnist(split)
+def real_images(count, split="train", seed=0, device="cpu", pipeline="pad"):
+    """`count` MNIST images of `split`, a random subset fixed by `seed`, made 32x32 by `pipeline`.
+
+    The subset is the same digits whatever the pipeline."""
+    images, _ = load_mnist(split, pipeline=pipeline)
     if not 2 <= count <= len(images):
         raise ValueError(f"count must be between 2 and {len(images)} for MNIST {split}, got {count}")
     index = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
     return images[index].to(device)
 
 
-def real_statistics(count=3000, split="train", seed=0, backbone="inception", device="cpu", progress=False):
-    """(mu, sigma) of `count` real MNIST images, from the cache when it has them.
-
-    The cache key holds the dataset, split, count, seed and backbone (and, for
-    the classifier, a hash of its weights), so any change recomputes.
-    """
-    key = f"mnist-{split}-n{count}-seed{seed}-{backbone}"
+def real_statistics_key(count, split, seed, backbone, pipeline="pad"):
+    """The cache file's name for `real_statistics`. Like a run's name, it says the pipeline only
+    when it is not the default, so the statistics cached before pipelines existed are still found."""
+    key = f"mnist-{split}-n{count}-seed{seed}-{backbone}" + ("" if pipeline == "pad" else f"-{pipeline}")
     if backbone == "mnist":
         key += "-" + hashlib.sha1(ASSET.read_bytes()).hexdigest()[:8]
+    return key
+
+
+def real_statistics(count=3000, split="train", seed=0, backbone="inception", device="cpu", progress=False,
+                    pipeline="pad"):
+    """(mu, sigma) of `count` real MNIST images, from the cache when it has them.
+
+    The cache key holds the dataset, split, count, seed, backbone and pipeline
+    (and, for the classifier, a hash of its weights), so any change recomputes.
+    """
+    key = real_statistics_key(count, split, seed, backbone, pipeline)
     path = cache_dir() / "fid_stats" / f"{key}.npz"
     if path.exists():
         try:
@@ -261,7 +279,7 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
                 return cached["mu"], cached["sigma"]
         except Exception:  # a damaged cache file (cut short, or not ours): compute the statistics again
             pass
-    mu, sigma = statistics(features(real_images(count, split, seed, device), backbone, progress=progress))
+    mu, sigma = statistics(features(real_images(count, split, seed, device, pipeline), backbone, progress=progress))
     try:
         with cache_file(path, ".npz") as tmp:  # np.savez adds .npz to a name without it
             np.savez(tmp, mu=mu, sigma=sigma)
@@ -275,16 +293,18 @@ def real_statistics(count=3000, split="train", seed=0, backbone="inception", dev
     return mu, sigma
 
 
-def generator_fid(generator, count=3000, backbone="inception", real_count=None, seed=0, progress=False):
+def generator_fid(generator, count=3000, backbone="inception", real_count=None, seed=0, progress=False,
+                  pipeline="pad"):
     """labkit's standard protocol: FID of `count` samples against `real_count` (default: the
     same number, 3000 as in the course's main.py) MNIST training images, with the real
-    statistics cached."""
+    statistics cached. pipeline: how the real images are made 32x32; pass the run's own
+    (`run.config.pipeline`), the one its generator learnt."""
     real_count = real_count or count
     device = next(generator.parameters()).device
-    mu1, s1 = real_statistics(real_count, "train", seed, backbone, device, progress)
+    mu1, s1 = real_statistics(real_count, "train", seed, backbone, device, progress, pipeline)
     samples = sample_images(generator, count, seed=seed)
     mu2, s2 = statistics(features(samples, backbone, progress=progress))
-    return FID(frechet_distance(mu1, s1, mu2, s2), backbone, real_count, count)
+    return FID(frechet_distance(mu1, s1, mu2, s2), backbone, real_count, count, pipeline)
 
 
 # ---------------------------------------------------------------------------

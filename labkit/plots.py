@@ -116,7 +116,8 @@ def plot_digit_counts(counts_by_name, title="digits among samples"):
         c = counts_by_name[name]
         share = c.counts / max(c.counts.sum(), 1)
         ax.bar(digits - 0.4 + width * (i + 1.5), share, width,
-               label=f"{name}: {c.counts.sum()} read, {c.unsure} unsure, entropy {c.entropy_bits:.2f} bits")
+               label=f"{name}: {c.counts.sum()} read, {c.unsure} unsure, {c.not_digits} not digits, "
+                     f"entropy {c.entropy_bits:.2f} bits")
     ax.set_xticks(digits)
     ax.set_xlabel("digit", fontsize=10)
     ax.set_ylabel("share of confidently read samples", fontsize=10)

@@ -167,15 +167,16 @@ def evaluate(vae, images, batch_size=1000, seed=0, code=None):
     return (totals / len(images)).tolist()
 
 
-def train_vae(config=None, out_dir=None, *, code=None, progress=True, **overrides):
+def train_vae(config=None, out_dir=None, *, code=None, progress=True, checkpoint_minutes=None, **overrides):
     """Train (or resume, or load) a VAE run; returns a VAERun.
 
     The arguments are those of labkit.gan.train; `code` is a VAECode.
     """
     code = code or VAECode()
     config = replace((config or VAEConfig()).updated(**overrides), code=code.identity)
-    with training([config], [out_dir], CHECKPOINT_KIND, VAE_COLUMNS, data=training_images, progress=progress,
-                  show=progress_line, tag=lambda column: column.replace("_", "/", 1),
+    with training([config], [out_dir], CHECKPOINT_KIND, VAE_COLUMNS, progress=progress,
+                  data=lambda device: training_images(device, config.pipeline), show=progress_line,
+                  tag=lambda column: column.replace("_", "/", 1), checkpoint_minutes=checkpoint_minutes,
                   source=code.source() if code.student_pieces else None) as loop:
         if loop.finished:  # trained before: loaded, and nothing in it is written
             return _run_from(loop.saved[0], loop.device)
@@ -213,9 +214,10 @@ def _train_vae(loop, config, code):
     return VAERun(loop.run_dir, config, loop.history, vae.eval(), config.num_training_steps)
 
 
-def training_images(device):
-    """MNIST's 60,000 training images, on `device` (split_train_dev holds some out)."""
-    return load_mnist("train", device=device)[0]
+def training_images(device, pipeline="pad"):
+    """MNIST's 60,000 training images, on `device`, made 32x32 by the run's `pipeline` (split_train_dev
+    holds some out)."""
+    return load_mnist("train", device=device, pipeline=pipeline)[0]
 
 
 def progress_line(row):

@@ -1,13 +1,22 @@
 """Shared fixtures. The tests use the real MNIST: set LABKIT_DATA to a folder
 with MNIST/raw (CI points it at ../shared/data), or let torchvision download it
-into ./data once."""
+into ./data once.
+
+labkit chooses a run's CPU threads from the machine's load (labkit/runs/device.py),
+and sums split over other thread counts round differently; tests that compare two
+runs bit for bit therefore train with one fixed count: PyTorch's default, as before.
+"""
 
 import hashlib
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
+
+os.environ.setdefault("LABKIT_THREADS", str(torch.get_num_threads()))  # kernels and subprocesses inherit it
 
 
 def tree_digest(*folders):

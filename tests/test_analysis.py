@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import analysis
+from labkit import analysis, solutions
 
 
 def test_smoothing_matches_tensorboard_by_hand():
@@ -23,14 +23,14 @@ def test_interpolation_ends_at_the_generator_of_its_endpoints(small_gan):
             assert torch.allclose(images[:, 0], G(z1), atol=1e-5)
             assert torch.allclose(images[:, -1], G(z2), atol=1e-5)
     # Extrapolation over [-1, 2] in 4 steps passes through z1 (l=0) and z2 (l=1).
-    z = analysis.interpolation_latents(z1, z2, -1, 2, steps=4)
+    z = solutions.interpolation_latents(z1, z2, -1, 2, steps=4)
     assert torch.allclose(z[:, 1], z1) and torch.allclose(z[:, 2], z2)
     assert torch.allclose(z[:, 0], 2 * z1 - z2)
 
 
 def test_slerp_keeps_the_norm_between_orthogonal_codes():
     z1, z2 = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
-    mid = analysis.slerp(z1, z2, torch.tensor([[0.5]]))
+    mid = solutions.slerp(z1, z2, torch.tensor([[0.5]]))
     assert mid.norm().item() == pytest.approx(3.0)
 
 
@@ -52,3 +52,29 @@ def test_equilibrium_table_measures_distance_from_one_half():
     assert e["distance_from_0.5"] == pytest.approx((0.4 + 0.4 + 0.3) / 3) and e["loss_ratio"] == 0.25
     table = analysis.equilibrium_table({"default": history})
     assert "default" in table and "0.900" in table
+
+
+# ---------------------------------------------------------------------------
+# Counting only what are digits (analysis.digit_region)
+
+
+def test_real_digits_are_digits_and_noise_blanks_shuffles_and_blurs_are_not(mnist_test):
+    from torchvision.transforms.functional import gaussian_blur
+
+    real = mnist_test[0][5000:6000]  # the half of the test set the region was not calibrated on
+    rng = torch.Generator().manual_seed(0)
+    shares = {name: analysis.count_digits(images).not_digits / len(images) for name, images in {
+        "real": real,
+        "noise": torch.rand(300, 1, 32, 32, generator=rng) * 2 - 1,
+        "blank": -torch.ones(50, 1, 32, 32),
+        "shuffled pixels": real[:300].flatten(1)[:, torch.randperm(1024, generator=rng)].view(-1, 1, 32, 32),
+        "blurred": gaussian_blur(real[:300], 9, 2.0),
+    }.items()}
+    assert shares["real"] <= 0.03, shares
+    assert all(shares[name] >= 0.95 for name in ("noise", "blank", "shuffled pixels", "blurred")), shares
+
+
+def test_counts_of_noise_say_first_that_these_are_not_digits():
+    counts = analysis.count_digits(torch.rand(100, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    assert counts.not_digits == 100 and counts.counts.sum() == 0 and counts.total == 100
+    assert str(counts).startswith("most of these samples are not digits (100 of 100): the GAN has not learned yet")

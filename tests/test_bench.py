@@ -16,6 +16,7 @@ BENCH = Path(__file__).parents[1] / "bench"
 @pytest.mark.parametrize("script, args", [
     ("train_speed.py", ["--hidden", "8", "--steps", "20", "--warmup", "10", "--device", "cpu"]),
     ("seeds_together.py", ["--seeds", "2", "--hidden", "8", "--steps", "10", "--warmup", "5", "--device", "cpu"]),
+    ("threads.py", ["--busy", "0", "1", "--seconds", "0.5"]),
 ])
 def test_a_benchmark_runs_and_prints_its_ratio(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)
@@ -113,3 +114,18 @@ def test_course_protocol_runs_on_a_tiny_setting(tmp_path):
     small = np.mean([results["table"][f"{p.name} N=8"]["dcgan_z16_h16"] for p in bench.PIPELINES])
     large = np.mean([results["table"][f"{p.name} N=16"]["dcgan_z16_h16"] for p in bench.PIPELINES])
     assert small > large  # FID is biased upwards at small N
+
+
+def test_reference_results_keeps_each_pipeline_s_runs_and_tables_apart():
+    """--pipeline resize writes its own *_resize tables and says its pipeline; pad keeps the shipped ones."""
+    import importlib.util
+
+    from labkit.reference import INCEPTION_PROTOCOL, REFERENCE_CSV
+
+    spec = importlib.util.spec_from_file_location("reference_results", BENCH / "reference_results.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.outputs("pad") == (REFERENCE_CSV, BENCH / "reference_results.md")
+    assert [p.name for p in bench.outputs("resize")] == ["reference_results_resize.csv", "reference_results_resize.md"]
+    assert bench.protocol(INCEPTION_PROTOCOL, "pad") == INCEPTION_PROTOCOL  # the shipped CSV's column as it was
+    assert bench.protocol(INCEPTION_PROTOCOL, "resize").endswith("resize pipeline (runs and reals)")

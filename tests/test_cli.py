@@ -88,5 +88,23 @@ def test_fid_of_a_run_prints_a_labelled_number(tmp_path, capsys, monkeypatch):
 
     assert main(["fid", "--run", str(out), "--count", "200", "--backbone", "mnist", "--quiet"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{out} (step 10): MNIST-FID (200 real vs 200 generated): ")
+    assert line.startswith(f"{out} (step 10): MNIST-FID (pad, 200 real vs 200 generated): ")
     assert float(line.rsplit(": ", 1)[1]) > 0
+
+
+def test_pipeline_flag_names_the_run_and_fid_measures_against_its_own_pipeline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert run_main(capsys, "train", "--num_training_steps", 10, "--pipeline", "resize", *TINY)[0] == 0
+    out = tmp_path / "runs" / "dcgan_z16_g8_d8_steps10_seed2022_resize"
+    assert '"pipeline": "resize"' in (out / "config.json").read_text()
+    from labkit.cli import main
+
+    lines = {}
+    for flags in ([], ["--pipeline", "pad"]):
+        assert main(["fid", "--run", str(out), "--count", "100", "--backbone", "mnist", "--quiet", *flags]) == 0
+        lines[tuple(flags)] = capsys.readouterr().out.strip()
+    assert "MNIST-FID (resize, 100 real vs 100 generated): " in lines[()]  # the run's own pipeline
+    assert "MNIST-FID (pad, 100 real vs 100 generated): " in lines[("--pipeline", "pad")]
+    status, err = run_main(capsys, "train", "--pipeline", "crop", *TINY)
+    assert status == 2 and len(err) == 1 and "invalid choice: 'crop'" in err[0]

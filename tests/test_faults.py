@@ -676,7 +676,7 @@ def test_a_read_only_cache_costs_time_not_the_result(workdir, capsys, read_only,
     read_only(workdir / "cache")
     status = main(["fid", "--run", str(out), "--count", "100", "--backbone", "mnist", "--quiet"])
     captured = capsys.readouterr()
-    assert status == 0 and "MNIST-FID (100 real vs 100 generated)" in captured.out
+    assert status == 0 and "MNIST-FID (pad, 100 real vs 100 generated)" in captured.out
     warning = [line for line in captured.err.splitlines() if line.strip()]
     assert len(warning) == 1 and warning[0].startswith("labkit: warning: could not cache")
 
@@ -695,7 +695,7 @@ def test_a_linked_cache_file_is_never_written_through(workdir, capsys, run_copy,
     cached.symlink_to(mine)
     status = main(fid)
     captured = capsys.readouterr()
-    assert status == 0 and "MNIST-FID (100 real vs 100 generated)" in captured.out
+    assert status == 0 and "MNIST-FID (pad, 100 real vs 100 generated)" in captured.out
     warning = [line for line in captured.err.splitlines() if line.strip()]
     assert len(warning) == 1 and warning[0].startswith("labkit: warning: could not cache real-image statistics")
     assert "is a symbolic link" in warning[0]
@@ -877,7 +877,7 @@ def test_a_real_full_cache_disk_costs_time_not_the_result(workdir, capsys, small
     status = main(["fid", "--run", str(out), "--count", "100", "--backbone", "mnist", "--quiet"])
     captured = capsys.readouterr()
     assert small_disk.filler.exists() and status == 0
-    assert "MNIST-FID (100 real vs 100 generated)" in captured.out
+    assert "MNIST-FID (pad, 100 real vs 100 generated)" in captured.out
     warning = [line for line in captured.err.splitlines() if line.strip()]
     assert len(warning) == 1 and warning[0].startswith("labkit: warning: could not cache real-image statistics")
     assert "No space left on device" in warning[0]

@@ -19,6 +19,7 @@ recording; elsewhere the test is skipped and says why. To record again
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,12 +160,18 @@ def environment():
 
 
 def run_scenario(name, out):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the order of a sum split over threads depends on their number
+    threads, pinned = torch.get_num_threads(), os.environ.get("LABKIT_THREADS")
+    # The order of a sum split over threads depends on their number: one thread, however labkit would choose.
+    torch.set_num_threads(1)
+    os.environ["LABKIT_THREADS"] = "1"
     try:
         SCENARIOS[name](out)
     finally:
         torch.set_num_threads(threads)
+        if pinned is None:
+            del os.environ["LABKIT_THREADS"]
+        else:
+            os.environ["LABKIT_THREADS"] = pinned
     return fingerprint(out)
 
 

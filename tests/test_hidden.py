@@ -40,7 +40,7 @@ def exercises():
 def verdict(exercise, seed, **names):
     """The verdict of the exercise's check cell (public and hidden checks) with `names` bound, as grading
     decides it, on the inputs of `seed`."""
-    return grade._checked(exercise, names, seed)
+    return grade.run_check_cell(exercise, names, seed)
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def interpolation_latents(z1, z2, start=0.0, stop=1.0, steps=20, method="linear"
         message = rows["leaker", exercise]["message"]
         assert rows["leaker", exercise]["points"] == "0" and "while the checks called it" in message, message
         assert not re.search(r"\d", message), message
-    feedback = (tmp_path / "report-0" / "leaker" / "feedback.md").read_text()
+    feedback = (tmp_path / "report-0" / "students" / "leaker" / "feedback.md").read_text()
     assert "inputs:" not in feedback and "[[" not in feedback
 
     # Another secret (LABKIT_GRADING_SECRET, as a CI job passes it) draws other inputs: everyone is regraded.

@@ -60,7 +60,7 @@ def test_a_student_named_and_raising_markup_gets_inert_reports(tmp_path):
     assert {r["student"] for r in rows} == {"'" + name}
     (rule,) = [r for r in rows if r["exercise"] == "rebalancing_rule"]
     assert rule["points"] == "0" and "onerror" in rule["message"]
-    feedback = (tmp_path / "report" / name / "feedback.md").read_text()
+    feedback = (tmp_path / "report" / "students" / name / "feedback.md").read_text()
     for html in rendered(feedback):
         assert "<img" not in html and "<script" not in html and "<a " not in html and "<strong>14" not in html, html
         assert "onerror=alert(1)" in html

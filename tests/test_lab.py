@@ -84,3 +84,11 @@ def test_the_time_estimate_times_the_trainers_own_step(monkeypatch):
     assert [s[-1] for s in seen] == [1, 2, 3, 4]  # one warm-up step, then the three timed
     assert seen[0][:-1] == ("DCGANGenerator", 4 * 8, "Adam", (0.5, 0.999), (64, 1, 32, 32))
     assert torch.equal(torch.get_rng_state(), before)  # the caller's random numbers are left alone
+
+
+def test_the_steps_slider_stops_where_a_student_wants_to_stop():
+    from labkit import lab
+
+    slider = lab.steps_slider()
+    assert list(slider.options) == sorted({100, 500, 1000, 2000, 5000, 10000, lab.profile().steps})
+    assert slider.value == lab.profile().steps and not slider.continuous_update

@@ -123,7 +123,7 @@ def test_cli_sweep_prints_the_table(tmp_path, capsys, monkeypatch):
                  "--backbone", "mnist", "--num_training_steps", "10", "--no_cuda", "--quiet",
                  "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert "MNIST-FID, 100 vs 100 images" in out and "±" in out
+    assert "MNIST-FID (pad), 100 vs 100 images" in out and "±" in out
     assert len(read(tmp_path / "s" / "runs.csv")) == 2 and (tmp_path / "runs" / "dcgan_z8_g8_d8_steps10_seed2022").is_dir()
     assert main(["sweep", "--latent_dims", "0", "--hidden_dims", "8", "--out", str(tmp_path / "t")]) == 2
 

@@ -99,7 +99,7 @@ def test_together_runs_resume_together_or_alone(tmp_path, float64):
 
     with pytest.raises(KeyboardInterrupt):
         train_together(CONFIG, seeds, dirs, progress=False, on_log=stop_at_15)
-    assert all(latest_checkpoint(d).name == "step-000010.pt" for d in dirs)
+    assert all(latest_checkpoint(d).name == "step-000015.pt" for d in dirs)  # stopped there, at a checkpoint
     # Both seeds resume together; a copy of seed 2's folder resumes with `train` alone, so the
     # checkpoint format is checked both ways.
     shutil.copytree(dirs[1], tmp_path / "alone")
@@ -174,9 +174,9 @@ def test_what_cannot_train_together_is_refused(tmp_path):
         if row["step"] == 15:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):  # seed 1 stopped after its checkpoint at step 10
+    with pytest.raises(KeyboardInterrupt):  # seed 1 stopped at its checkpoint at step 15
         train(CONFIG, tmp_path / "a", progress=False, seed=1, on_log=stop_at_15)
-    with pytest.raises(ValueError, match=r"same step.*\[0, 10\]"):
+    with pytest.raises(ValueError, match=r"same step.*\[0, 15\]"):
         train_together(CONFIG, [1, 2], [tmp_path / "a", tmp_path / "b"], progress=False)
 
 

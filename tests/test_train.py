@@ -62,7 +62,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False, on_log=interrupt)
-    assert latest_checkpoint(tmp_path / "resumed").name == "step-000020.pt"
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-000025.pt"  # stopped there, at a checkpoint
     resumed = train(config, tmp_path / "resumed", progress=False)
     assert same(weights(straight.generator), weights(resumed.generator))
     assert same(weights(straight.discriminator), weights(resumed.discriminator))

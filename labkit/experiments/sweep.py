@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: a notebook saved and reopened shows its last state, not a missing widget
 
 from ..analysis import equilibrium
 from ..data import require_mnist
@@ -178,7 +178,7 @@ def measure(run, fid_count, backbone, train_seconds, window=50):
     """The runs.csv row of a trained run: its FID and D's outputs near the end."""
     started = time.time()
     config = run.config
-    fid = generator_fid(run.generator, fid_count, backbone)
+    fid = generator_fid(run.generator, fid_count, backbone, pipeline=config.pipeline)
     balance = equilibrium(run.history, window)
     return dict(latent_dim=config.latent_dim, hidden_dim=config.generator_hidden_dim, seed=config.seed,
                 status="done", fid=fid.value, fid_backbone=backbone, fid_n=fid_count,

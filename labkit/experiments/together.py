@@ -206,12 +206,14 @@ def why_not_together(config, code=LABKIT_GAN):
     return None
 
 
-def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=None):
+def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=None,
+                   checkpoint_minutes=None):
     """Train (or resume) one run per seed of `config`, all at once; return their results.
 
     config:   a TrainConfig; its seed is replaced by each of `seeds`.
     out_dirs: one run folder per seed.
     on_log:   called as on_log(seed, row) at every logging step.
+    checkpoint_minutes: as labkit.gan.train's.
 
     Returns one entry per seed: its `Run`, or the TrainingDiverged error that
     stopped it (its folder keeps the last good checkpoint; the other seeds go
@@ -229,7 +231,8 @@ def train_together(config, seeds, out_dirs, *, code=None, progress=True, on_log=
         raise ValueError(f"need one out_dir per seed and distinct seeds; got seeds {seeds} for {len(out_dirs)} folders")
     configs = [make_config(config, {"seed": seed}, code) for seed in seeds]
     with training(configs, out_dirs, CHECKPOINT_KIND, HISTORY_COLUMNS, together=True, progress=progress,
-                  on_log=on_log, data=lambda device: load_mnist("train", device=device)[0]) as loop:
+                  on_log=on_log, checkpoint_minutes=checkpoint_minutes,
+                  data=lambda device: load_mnist("train", device=device, pipeline=config.pipeline)[0]) as loop:
         if loop.finished:
             return [run_from(saved, code, loop.device) for saved in loop.saved]
         return _train_together(loop, config, code)

@@ -9,7 +9,13 @@ as they are:
   * a *grade cell* (nbgrader.grade = true, with `points` and a `grade_id`)
     checks it: public checks the student sees, then hidden ones between
     `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS`.
-An exercise is a solution cell `<name>_solution` and the grade cell `<name>`.
+An exercise is a solution cell `<name>_solution` and the grade cell `<name>`;
+with nbgrader's own ids (`cell-8d3f...`) it is a grade cell and the solution
+cell nearest above it. A *written question* is nbgrader's "manually graded
+answer" cell (a markdown cell with solution = grade = true and `points`) or a
+"manually graded task" cell (task = true): the instructor's version holds a
+model answer and, in metadata.labkit.rubric, the rubric the release removes
+(labkit/grading/written.py; docs/instructors.md).
 
     labkit assignment release --out DIR       DIR/notebooks/NN_*.ipynb for students
     labkit assignment grade SUBMISSIONS --out REPORT      (labkit/grading/gradebook.py)
@@ -64,26 +70,87 @@ def read_notebook(path):
 
 
 def meta(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
+    """A cell's nbgrader marks, {} when it has none (or anything but a dict: hand-edited JSON, other frontends)."""
+    metadata = cell.get("metadata") if isinstance(cell, dict) else None
+    marks = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return marks if isinstance(marks, dict) else {}
+
+
+def is_written(cell):
+    """Whether a cell is a written question graded by hand: nbgrader's manually graded answer cell (solution
+    and grade) or manually graded task cell (task)."""
+    m = meta(cell)
+    return bool(m.get("task") or (m.get("solution") and m.get("grade")))
+
+
+def is_check(cell):
+    """Whether a cell is an autograded check (nbgrader's "autograder tests" cell): grade, and not written."""
+    return bool(meta(cell).get("grade")) and not is_written(cell)
 
 
 def exercises(nb):
-    """[(exercise name, points)] of a notebook, in order: its grade cells."""
-    return [(meta(c)["grade_id"], float(meta(c).get("points", 0))) for c in nb.cells if meta(c).get("grade")]
+    """[(exercise name, points)] of a notebook's code exercises, in order: its autograded grade cells."""
+    return [(meta(c)["grade_id"], float(meta(c).get("points", 0))) for c in nb.cells if is_check(c)]
+
+
+def solutions_of(nb):
+    """{grade cell's id: its solution cell's id} of a notebook's code exercises.
+
+    labkit's rule: the solution cell `<name>_solution` beside the grade cell `<name>`.
+    nbgrader's own ids (`cell-8d3f...`) follow no rule, so there a grade cell's solution is
+    the nearest solution code cell above it, with no other grade cell in between."""
+    found, above = {}, None
+    ids = {meta(c).get("grade_id") for c in nb.cells if meta(c).get("solution") and not is_written(c)}
+    for cell in nb.cells:
+        if meta(cell).get("solution") and not is_written(cell):
+            above = meta(cell)["grade_id"]
+        elif is_check(cell):
+            name = meta(cell)["grade_id"]
+            found[name] = f"{name}_solution" if f"{name}_solution" in ids else above
+            above = None
+    return {name: solution for name, solution in found.items() if solution is not None}
 
 
 def check_marks(nb, name):
     """Refuse an instructor notebook whose exercise marks are inconsistent (a typo would grade nothing)."""
-    ids = [meta(c)["grade_id"] for c in nb.cells if meta(c)]
-    if len(ids) != len(set(ids)):
-        raise ValueError(f"{name}: grade_ids repeat: {ids}")
+    ids = [meta(c).get("grade_id") for c in nb.cells if meta(c)]
+    if None in ids or len(ids) != len(set(ids)):
+        raise ValueError(f"{name}: every nbgrader cell needs a grade_id, and no two the same: {ids}")
+    pairs = solutions_of(nb)
     for cell in nb.cells:
         m = meta(cell)
         if "### BEGIN SOLUTION" in cell.source and not m.get("solution"):
             raise ValueError(f"{name}: a cell with ### BEGIN SOLUTION is not marked as a solution cell")
-        if m.get("solution") and not (m["grade_id"].endswith("_solution")
-                                      and m["grade_id"][: -len("_solution")] in ids):
-            raise ValueError(f"{name}: solution cell {m['grade_id']} has no grade cell {m['grade_id'][:-9]}")
+        if is_check(cell) and m["grade_id"] not in pairs:
+            raise ValueError(f"{name}: grade cell {m['grade_id']} has no solution cell: name one "
+                             f"{m['grade_id']}_solution, or put it above the grade cell")
+        if m.get("solution") and not is_written(cell) and m["grade_id"] not in pairs.values():
+            raise ValueError(f"{name}: solution cell {m['grade_id']} has no grade cell: put a grade cell right "
+                             f"below it (or, by labkit's naming rule, call the grade cell "
+                             f"{m['grade_id'].removesuffix('_solution')} beside {m['grade_id']})")
+        if is_written(cell):
+            check_rubric(cell, name)
+
+
+def check_rubric(cell, name):
+    """Refuse a written question whose points or rubric do not add up (a typo would mis-grade a class)."""
+    m = meta(cell)
+    where = f"{name}: written question {m.get('grade_id')}"
+    if not isinstance(m.get("points"), (int, float)) or m["points"] <= 0:
+        raise ValueError(f"{where} needs points > 0 in its nbgrader metadata")
+    rubric = cell.get("metadata", {}).get("labkit", {}).get("rubric")
+    if rubric is None:
+        return
+    try:
+        items = [(str(i["id"]), float(i["points"]), str(i["text"])) for i in rubric]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{where}: each rubric item needs an id, points and a text") from None
+    if len({i for i, _, _ in items}) != len(items):
+        raise ValueError(f"{where}: rubric item ids repeat")
+    positive = sum(p for _, p, _ in items if p > 0)
+    if abs(positive - m["points"]) > 1e-9:
+        raise ValueError(f"{where}: its rubric's positive items add up to {positive:g}, not its {m['points']:g} "
+                         f"points")
 
 
 # ---------------------------------------------------------------------------
@@ -97,6 +164,8 @@ def student_version(nb):
     for preprocessor in (ClearSolutions(), ClearHiddenTests(), ClearOutputPreprocessor()):
         nb, resources = preprocessor.preprocess(nb, resources)
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("labkit", None)  # a written question's rubric (its model answer is gone with the solution)
     return nb
 
 
@@ -120,18 +189,22 @@ def release(out, source=None, force=False):
         nb = read_notebook(path)
         check_marks(nb, path.name)
         notebooks[path.name] = student_version(nb)
-    count, points = 0, 0.0
     for name, nb in notebooks.items():
         text = nbformat.writes(nb)
         write_made(out, f"notebooks/{name}", (text if text.endswith("\n") else text + "\n").encode())
-        count += len(exercises(nb))
-        points += sum(p for _, p in exercises(nb))
-    print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {count} exercises, "
-          f"{points:g} points")
+    print(f"labkit: wrote {len(notebooks)} student notebooks to {out / 'notebooks'}: {points_line(notebooks.values())}")
     if secret.make(paths[0].parent):
         print(f"labkit: made the grading secret {secret.path(paths[0].parent)}, where the hidden checks' inputs "
               f"come from: keep it, never hand it out (docs/grading.md)")
     return 0
+
+
+def points_line(notebooks):
+    """"6 exercises, 14 points; 9 written questions, 16 points; 30 points in all" for these notebooks."""
+    code = [p for nb in notebooks for _, p in exercises(nb)]
+    written = [float(meta(c).get("points", 0)) for nb in notebooks for c in nb.cells if is_written(c)]
+    return (f"{len(code)} exercises, {sum(code):g} points; {len(written)} written questions, {sum(written):g} "
+            f"points; {sum(code) + sum(written):g} points in all")
 
 
 def is_student_version(path):
@@ -142,9 +215,10 @@ def is_student_version(path):
         nb = json.loads(Path(path).read_bytes())
         sources = ["".join(cell.get("source", "")) for cell in nb["cells"]]
         marked = any(cell.get("metadata", {}).get("nbgrader") for cell in nb["cells"])
+        rubrics = any(cell.get("metadata", {}).get("labkit") for cell in nb["cells"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    return marked and not any("### BEGIN SOLUTION" in text or "### BEGIN HIDDEN TESTS" in text for text in sources)
+    return marked and not rubrics and not any("### BEGIN SOLUTION" in text or "### BEGIN HIDDEN TESTS" in text for text in sources)
 
 
 def stubbed(cell):

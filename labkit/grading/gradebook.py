@@ -6,19 +6,25 @@ SUBMISSIONS is one student's folder or a folder of them, one per student
 (labkit/grading/submissions.py). REPORT then holds
 
     gradebook.csv           one row per student and exercise:
-                            student,notebook,exercise,points,max_points,passed,message,copy_of
-    <student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
-    <student>/feedback.md   what the student reads: each exercise, its points, the check's
-                            message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
+                            student,notebook,exercise,points,max_points,passed,message,copy_of,box
     grading.log             each exercise's verdict, and a name of its inputs (the same name: the same inputs)
+    students/<student>/grades.csv    that student's rows          (one student: REPORT/grades.csv)
+    students/<student>/feedback.md   what the student reads: each exercise, its points, the check's
+                            message; nothing of the hidden checks' code  (one student: REPORT/feedback.md)
     .labkit-grading.json    each submission's content hash and rows, for the next grading
     .labkit-made.json       what labkit wrote here (labkit/runs/targets.py)
 
-Students are graded in parallel (`jobs` processes, default: the cores), each
-exercise in its own boxed kernel (labkit/grading/grade.py). A second run
-regrades only the students whose graded cells changed, or everyone if the
-instructor's notebooks changed. A student whose grading crashes is recorded
-with the error, and the others go on.
+Each student's files live in students/<student>/, so no student's name (a
+folder called gradebook.csv) can collide with the class's files.
+
+Students are graded in parallel (`jobs` processes, default: the cores; one
+process per student), each exercise in its own boxed kernel
+(labkit/grading/grade.py). A second run regrades only the students whose
+graded cells changed, or everyone if the instructor's notebooks changed; an
+exercise that timed out is graded again too. Whatever one student's folder
+holds costs at most that student's rows, with the reason: a notebook that is
+not one, odd metadata, a link, a file too large, or a grading process that
+died (that student is graded once more, then recorded as crashed).
 
 `copy_of` names the students an exercise's solution shares code with, beyond
 what the reference and the stub explain, and how much (`bob (0.86)`;
@@ -29,34 +35,44 @@ through a link or into the folders it grades, and deletes nothing.
 """
 
 import csv
+import ctypes
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections import deque
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..lab import PROFILES
 from ..runs.targets import TargetError, made_by_labkit, output_folder, write_made
-from . import copies, inert, sandbox, secret
+from . import copies, inert, meter, sandbox, secret, written
+from .collect import refuse_a_download
 from .assignment import check_marks, lab_notebooks, read_notebook
-from .grade import Boxes, exercises_of, grade_exercise
-from .submissions import is_submission, read_submission, students
+from .grade import exercises_of, grade_exercise
+from .submissions import Submission, is_submission, read_submission, students
 
-GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of")
+GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of",
+                     "box")
 STATE = ".labkit-grading.json"  # content hashes and rows of the last grading
+STUDENTS = "students"  # REPORT/students/<student>/: each student's files, apart from the class's
+PR_SET_PDEATHSIG = 1
 
 
-def grade(submissions, out, source=None, timeout=120, jobs=None):
+def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=False):
     """Grade SUBMISSIONS into OUT (see the module docstring); the exit status (0; 2 if a single
     student's notebook was missing or unreadable)."""
     submissions, out = Path(submissions), Path(out)
     check_arguments(submissions, timeout, jobs)
+    refuse_a_download(submissions)  # no notebook, or an LMS download not collected: one line, not "0 students"
+    kind = sandbox.choose(process_box)  # before anything is written: no bubblewrap, one line and exit 2
+    meter.sweep()
     paths = lab_notebooks(source)
     instructor = {p.name: read_notebook(p) for p in paths}
     for name, nb in instructor.items():
@@ -64,31 +80,37 @@ def grade(submissions, out, source=None, timeout=120, jobs=None):
     exercises = exercises_of(instructor)
     single = is_submission(submissions)
     found = students(submissions)
-    report = Report(out, report_names([name for name, _ in found], single), inputs=(submissions, paths[0].parent))
+    questions = written.questions_of(instructor)
+    report = Report(out, report_names([name for name, _ in found], single) + written.report_names(questions),
+                    inputs=(submissions, paths[0].parent))
     key = secret.load(paths[0].parent)  # the hidden checks' inputs: the same on every regrade (secret.py)
     source_digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths)
                                    + secret.fingerprint(key).encode()).hexdigest()[:20]
     stubs = {(e.notebook, e.name): e.stub for e in exercises}
-    class_ = [read_submission(name, folder, exercises, stubs) for name, folder in found]
+    class_ = [read_safely(name, folder, exercises, stubs) for name, folder in found]
     started = time.time()
     todo = [s for s in class_ if report.cached(s.student, s.digest(source_digest)) is None]
-    box = BoxPlan(level=sandbox.isolation(), secret_paths=(submissions, out, paths[0].parent), inputs_secret=key)
-    if box.level == "process" and todo:
-        print("labkit: warning: this machine offers no namespaces, so students' code runs with the grading "
-              "user's file and network access; verdicts are still decided outside it (see docs/grading.md)",
-              file=sys.stderr)
-    results = _grade_all(todo, exercises, timeout, jobs, box, progress=not single)
+    box = sandbox.make_box(kind, secret_paths=(submissions, out, paths[0].parent))
+    if box.kind == sandbox.PROCESS and todo:
+        print("labkit: warning: --process-box: students' code runs with your file and network access; verdicts "
+              "are still decided outside it (see docs/grading.md)", file=sys.stderr)
+    results = _grade_all(todo, exercises, timeout, jobs, (box, key), progress=not single)
     rows = {}
     for submission in class_:
         digest = submission.digest(source_digest)
         rows[submission.student] = results.get(submission.student) or report.cached(submission.student, digest)
-        if any(r.get("crashed") for r in rows[submission.student]):
+        if any(r.get("crashed") or r.get("timed_out") for r in rows[submission.student]):
             report.forget(submission.student)  # graded again next time
         else:
             report.remember(submission.student, digest, rows[submission.student])
     copies.flag(rows, class_, exercises)
-    report.write(report_files(rows, single))
+    answers, submitted = written.collect(found, questions)  # listed, to be reviewed (labkit assignment review)
+    rows = {student: student_rows + written.rows(student, questions, answers) for student, student_rows in rows.items()}
+    report.write({**report_files(rows, single), **written.report_files(questions, answers, submitted, submissions)})
     _summarise(rows, single, len(todo), time.time() - started, out)
+    if questions:
+        print(f"{len(questions)} written questions ({sum(q.points for q in questions):g} points) to review: "
+              f"labkit assignment review {out}")
     problems = [f"{notebook}: {why}: scored 0" for s in class_ for notebook, why in s.problems.items()]
     if single:
         for problem in problems:
@@ -110,66 +132,106 @@ def check_arguments(submissions, timeout, jobs):
                              f"(grading does not depend on it: unset it)")
 
 
-def _grade_all(todo, exercises, timeout, jobs, box, progress=True):
-    """{student: rows} for the submissions in `todo`, graded in `jobs` processes, with a progress bar."""
-    results = {}
+def _grade_all(todo, exercises, timeout, jobs, grading, progress=True):
+    """{student: rows} for the submissions in `todo`, `grading` = (sandbox.Box, the inputs' secret): each
+    student graded in a process of its own (forked from
+    this one), `jobs` at a time, with a progress bar. A process that dies (the OOM killer, a crash in torch)
+    costs only the student it was grading, who is graded once more; twice, and their rows say so (not cached:
+    the next run grades them again)."""
+    results, running = {}, {}  # running: {connection: (process, submission, attempt)}
+    pending = deque((submission, 1) for submission in todo)
     jobs = min(jobs or os.cpu_count() or 1, max(len(todo), 1))
     bar = tqdm(total=len(todo), desc="grading", unit="student", disable=not (todo and progress))
-    if jobs == 1:
-        for submission in todo:
-            results[submission.student] = grade_student(submission, exercises, timeout, box)
+    while pending or running:
+        while pending and len(running) < jobs:
+            submission, attempt = pending.popleft()
+            connection, process = _start_worker(submission, exercises, timeout, grading)
+            running[connection] = (process, submission, attempt)
+        for connection in wait(list(running)):
+            process, submission, attempt = running.pop(connection)
+            rows, died = _collect(connection, process)
+            if died and attempt == 1:
+                pending.append((submission, 2))
+                continue
+            results[submission.student] = rows if not died else crashed(
+                submission, exercises, WorkerDied(f"its grading process died twice ({died})"))
             bar.update(1)
-    else:
-        with ProcessPoolExecutor(jobs) as pool:
-            futures = {pool.submit(grade_student, s, exercises, timeout, box): s for s in todo}
-            for future in as_completed(futures):
-                student = futures[future].student
-                try:
-                    results[student] = future.result()
-                except Exception as err:  # a grading process that died: the others go on
-                    results[student] = crashed(futures[future], exercises, err)
-                bar.update(1)
     bar.close()
     return results
 
 
-@dataclass(frozen=True)
-class BoxPlan:
-    """How every kernel of this grading is boxed: the level (sandbox.isolation) and what it must not see;
-    and the secret its checks' inputs come from (secret.py; it stays in the grader, never reaches a kernel)."""
-
-    level: str
-    secret_paths: tuple
-    inputs_secret: bytes = b""
+class WorkerDied(Exception):
+    """A process grading one student ended without its rows."""
 
 
-def grade_student(submission, exercises, timeout, box):
-    """One student's rows: every exercise graded in its own kernel. Never raises for the student's code."""
-    boxes = Boxes(box.secret_paths, level=box.level)
+def _start_worker(submission, exercises, timeout, grading):
+    """A process grading one student (forked where the platform allows: it starts at once); its connection."""
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    ours, theirs = context.Pipe(duplex=False)
+    process = context.Process(target=_worker, args=(theirs, submission, exercises, timeout, *grading),
+                              daemon=True)
+    process.start()
+    theirs.close()
+    return ours, process
+
+
+def _worker(connection, submission, exercises, timeout, box, inputs_secret):
+    if sys.platform.startswith("linux"):  # dies with the grader, and its kernels with it (--die-with-parent)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    connection.send(grade_student(submission, exercises, timeout, box, inputs_secret))
+    connection.close()
+
+
+def _collect(connection, process):
+    """(rows, None) from a worker that finished, or (None, how it died)."""
+    try:
+        rows = connection.recv()
+    except (EOFError, OSError):
+        rows = None
+    connection.close()
+    process.join()
+    if rows is not None:
+        return rows, None
+    code = process.exitcode
+    return None, (f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}")
+
+
+def grade_student(submission, exercises, timeout, box, inputs_secret=b""):
+    """One student's rows: every exercise graded in its own kernel, in `box` (sandbox.Box), on the checks'
+    inputs from `inputs_secret`, the grading secret (secret.py; it stays in the grader). Never raises for the
+    student's code."""
     rows = []
     try:
         for exercise in exercises:
             key = (exercise.notebook, exercise.name)
             if exercise.notebook in submission.problems:
-                rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook]))
+                rows.append(row(submission.student, exercise, False, submission.problems[exercise.notebook], box=box))
             else:
-                seed = secret.seed(box.inputs_secret, submission.student, *key) if box.inputs_secret else None
-                verdict = grade_exercise(exercise, submission.cells[key], boxes, timeout, seed)
-                rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed))
+                seed = secret.seed(inputs_secret, submission.student, *key) if inputs_secret else None
+                verdict = grade_exercise(exercise, submission.cells[key], box, timeout, seed)
+                rows.append(row(submission.student, exercise, verdict.passed, verdict.message, verdict.seed, box))
+                rows[-1]["timed_out"] = verdict.timed_out
     except Exception as err:  # a bug of grading's: recorded, the class goes on
         return crashed(submission, exercises, err)
-    finally:
-        boxes.close()
     return rows
 
 
-def row(student, exercise, passed, message, seed=None):
+def read_safely(student, folder, exercises, stubs):
+    """read_submission, whatever the folder holds: an error of reading costs that student's notebooks only."""
+    try:
+        return read_submission(student, folder, exercises, stubs)
+    except Exception as err:  # a case read_submission did not foresee: this student's rows say so
+        problem = one_line(f"could not be read ({type(err).__name__}: {err})")
+        return Submission(student, Path(folder), problems={e.notebook: problem for e in exercises})
+
+
+def row(student, exercise, passed, message, seed=None, box=None):
     """A gradebook row. `inputs` names the checks' inputs for grading.log without telling them: the seed
-    with the public hidden checks would give every input (secret.py)."""
+    with the public hidden checks would give every input (secret.py). `box`: which box graded it."""
     inputs = None if seed is None else hashlib.sha256(f"labkit inputs {seed}".encode()).hexdigest()[:10]
     return dict(student=student, notebook=exercise.notebook, exercise=exercise.name,
                 points=exercise.points if passed else 0.0, max_points=exercise.points, passed=passed,
-                message=one_line(message), copy_of="", inputs=inputs)
+                message=one_line(message), copy_of="", inputs=inputs, box=box.kind if box else "")
 
 
 def one_line(text, limit=400):
@@ -186,6 +248,7 @@ def crashed(submission, exercises, err):
 
 
 def _summarise(rows, single, graded, seconds, out):
+    rows = {student: [r for r in student_rows if not r.get("written")] for student, student_rows in rows.items()}
     for student, student_rows in rows.items():
         total = sum(r["points"] for r in student_rows)
         possible = sum(r["max_points"] for r in student_rows)
@@ -247,7 +310,8 @@ def report_names(students_, single):
     """The files a grading writes into its report folder."""
     if single:
         return ["grades.csv", "feedback.md", "grading.log"]
-    return ["gradebook.csv", "grading.log", *(f"{s}/{name}" for s in students_ for name in ("grades.csv", "feedback.md"))]
+    return ["gradebook.csv", "grading.log",
+            *(f"{STUDENTS}/{s}/{name}" for s in students_ for name in ("grades.csv", "feedback.md"))]
 
 
 def report_files(rows, single):
@@ -260,8 +324,8 @@ def report_files(rows, single):
     else:
         files["gradebook.csv"] = csv_text(GRADEBOOK_COLUMNS, [r for student_rows in rows.values() for r in student_rows])
         for student, student_rows in rows.items():
-            files[f"{student}/grades.csv"] = csv_text(GRADEBOOK_COLUMNS[1:], student_rows)
-            files[f"{student}/feedback.md"] = feedback(student_rows, student)
+            files[f"{STUDENTS}/{student}/grades.csv"] = csv_text(GRADEBOOK_COLUMNS[1:], student_rows)
+            files[f"{STUDENTS}/{student}/feedback.md"] = feedback(student_rows, student)
     files["grading.log"] = log(rows)
     return files
 
@@ -281,6 +345,7 @@ def _formatted(r):
 
 def feedback(rows, student=None):
     """A student's feedback in Markdown: each exercise, its points, and what the checks said."""
+    rows, answers = [r for r in rows if not r.get("written")], [r for r in rows if r.get("written")]
     total, possible = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
     lines = [f"# Lab feedback{f' for {inert.markdown(student)}' if student else ''}", "",
              f"**{total:g} / {possible:g} points**", "", "| notebook | exercise | points | |", "| --- | --- | --- | --- |"]
@@ -291,6 +356,7 @@ def feedback(rows, student=None):
     lines += ["", "Each exercise was graded with the public checks you saw and hidden ones, on inputs of your own "
                   "that no one hands out (the same ones on every regrade), in a fresh kernel that ran only that "
                   "exercise's cells."]
+    lines += written.feedback_lines(answers)
     return "\n".join(lines) + "\n"
 
 

@@ -70,9 +70,13 @@ def read_submission(student, folder, exercises, stubs):
         except (FileNotFoundError, BadNotebook, ValueError) as err:
             submission.problems[notebook] = str(err)
             continue
-        for exercise in (e for e in exercises if e.notebook == notebook):
-            key = (notebook, exercise.name)
-            submission.cells[key] = solution_cells(nb, exercise.name) or [stubs[key]]
+        try:
+            found = {e.name: solution_cells(nb, e.solution_id, e.name) for e in exercises if e.notebook == notebook}
+        except ValueError as err:
+            submission.problems[notebook] = f"{notebook}: {err}"
+            continue
+        for name, cells in found.items():
+            submission.cells[notebook, name] = cells or [stubs[notebook, name]]
     return submission
 
 
@@ -96,15 +100,25 @@ def find_notebook(folder, name):
     raise FileNotFoundError(f"{name} is missing")
 
 
-def solution_cells(nb, exercise):
-    """The sources of the exercise's solution cell and of the code cells the student added below it."""
-    cells = nb.cells
-    index = next((i for i, c in enumerate(cells) if meta(c).get("grade_id") == f"{exercise}_solution"), None)
+def solution_cells(nb, solution_id, exercise):
+    """The sources of the exercise's solution cell (its grade_id) and of the code cells the student added below
+    it; None if the solution cell is gone. ValueError for a cell whose source is not text (hand-edited JSON)."""
+    cells = [c for c in nb.get("cells", []) if isinstance(c, dict)] if isinstance(nb.get("cells"), list) else []
+    index = next((i for i, c in enumerate(cells) if meta(c).get("grade_id") == solution_id), None)
     if index is None:
         return None
-    found = [cells[index].source]
+    found = [_text(cells[index], exercise)]
     for cell in cells[index + 1:]:
-        if meta(cell) or cell.cell_type != "code":
+        if meta(cell) or cell.get("cell_type") != "code":
             break
-        found.append(cell.source)
+        found.append(_text(cell, exercise))
     return found
+
+
+def _text(cell, exercise):
+    source = cell.get("source")
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return "".join(source)
+    if not isinstance(source, str):
+        raise ValueError(f"a cell of {exercise} has a source that is not text ({type(source).__name__})")
+    return source

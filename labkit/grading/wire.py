@@ -21,12 +21,16 @@ inside the sandbox, where labkit itself is not available.
 import base64
 import json
 import math
+import select
+import socket
+import struct
 
 import torch
 
 MAX_MESSAGE = 64 * 2**20  # bytes: far above any exercise's tensors (a DCGAN at hidden 100 is 7 MB, 10 in base64)
 MAX_DEPTH = 16
 MAX_TENSORS = 1024  # per message: a DCGAN's state dict has 30; many tiny tensors cost the grader ~16x their bytes
+MAX_VALUES = 100_000  # lists, dicts and items per message, outside tensors' bytes (each costs the grader ~100 bytes)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8,
           "uint8": torch.uint8, "bool": torch.bool}
@@ -43,9 +47,16 @@ def encode(value):
 
 
 def decode(message):
-    """The values in a message; NotPlainData if it is not a well-formed message of plain data."""
+    """The values in a message; NotPlainData if it is not a well-formed message of plain data.
+
+    Decoding stays within a fixed budget: at most MAX_MESSAGE bytes, MAX_TENSORS tensors and MAX_VALUES other
+    values, counted in the bytes before any is built (8 MB of nested lists would otherwise cost the grader
+    about 90 times as much memory)."""
     if not isinstance(message, (bytes, bytearray)) or len(message) > MAX_MESSAGE:
         raise NotPlainData(f"a message of {len(message):,} bytes; at most {MAX_MESSAGE:,}")
+    values = message.count(b"[") + message.count(b"{") + message.count(b",")  # an upper bound (base64 has none)
+    if values > MAX_VALUES:
+        raise NotPlainData(f"about {values:,} values in one message; at most {MAX_VALUES:,} (return a tensor)")
     try:
         plain = json.loads(message.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
@@ -115,9 +126,70 @@ def _tensor_from_plain(body):
         if len(raw) != count * torch.tensor([], dtype=dtype).element_size():
             raise ValueError("the bytes do not fit the shape")
         tensor = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        tensor = tensor.reshape(shape).clone()
+        del raw  # the tensor owns its own copy of the bytes (one copy, not two)
+        tensor = tensor.reshape(shape)
         if body.get("requires_grad") is True and tensor.is_floating_point():
             tensor.requires_grad_(True)
         return tensor
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError, MemoryError, base64.binascii.Error) as err:
         raise NotPlainData(f"a malformed tensor ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+class Channel:
+    """Messages over a Unix socket between the grader and a kernel: each one a 8-byte length, then that many
+    bytes. The grader's waits are given a `check`, called every CHECK_SECONDS while the other end is silent
+    (or not reading): the kernel's time limit, which ends the wait by raising."""
+
+    CHECK_SECONDS = 0.25
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    @classmethod
+    def pair(cls):
+        a, b = socket.socketpair()
+        return cls(a), cls(b)
+
+    def send(self, message, check=None):
+        """Send one message (a kernel that stops reading cannot hold the grader past its `check`)."""
+        data = memoryview(struct.pack("!Q", len(message)) + message)
+        if check is None:
+            return self.sock.sendall(data)
+        while len(data):
+            self._wait(check, write=True)
+            try:
+                data = data[self.sock.send(data[:2**20], socket.MSG_DONTWAIT):]
+            except BlockingIOError:
+                pass
+
+    def receive(self, limit=MAX_MESSAGE, check=None):
+        """The next message; EOFError if the other end is gone, ValueError if it announces more than `limit`
+        bytes (refused before reading them)."""
+        (length,) = struct.unpack("!Q", self._exactly(8, check))
+        if length > limit:
+            raise ValueError(f"a message of {length:,} bytes; at most {limit:,}")
+        return self._exactly(length, check)
+
+    def _exactly(self, count, check):
+        data = bytearray(count)  # read in place: one copy of the message in memory
+        view, done = memoryview(data), 0
+        while done < count:
+            if check is not None:
+                self._wait(check)
+            got = self.sock.recv_into(view[done:], min(count - done, 2**20))
+            if not got:
+                raise EOFError
+            done += got
+        return data
+
+    def _wait(self, check, write=False):
+        """Until the socket can be read (or written), calling `check` every CHECK_SECONDS on the way."""
+        waits = ([], [self.sock]) if write else ([self.sock], [])
+        while not any(select.select(*waits, [], self.CHECK_SECONDS)[:2]):
+            check()
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def close(self):
+        self.sock.close()

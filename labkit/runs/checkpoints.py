@@ -6,7 +6,7 @@ made by `make_checkpoint`:
     kind        "gan", "vae" or "digit-classifier": what wrote it
     schema      SCHEMA, so that a later labkit can tell old files apart
     step        training steps done
-    config      the run's settings (dataclasses.asdict of its config)
+    config      the run's settings (its config's to_dict(), as config.json has them)
     models      {name: state_dict}, e.g. {"generator": ..., "discriminator": ...}
     optimizers  {name: optimizer state_dict}, the same names
     rng         {name: RNG state tensor}: what resuming needs to draw the same numbers
@@ -29,13 +29,12 @@ falls back to the one before.
 import io
 import os
 import sys
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_path
-from .config import differences
+from .config import RunConfig, differences
 from .folder import read_config
 
 SCHEMA = 2
@@ -52,7 +51,7 @@ def make_checkpoint(kind, step, config, models, optimizers=None, rng=None, count
         "kind": kind,
         "schema": SCHEMA,
         "step": int(step),
-        "config": asdict(config) if is_dataclass(config) else dict(config),
+        "config": config.to_dict() if isinstance(config, RunConfig) else dict(config),
         "models": {name: model.state_dict() if hasattr(model, "state_dict") else model
                    for name, model in models.items()},
         "optimizers": {name: opt.state_dict() if hasattr(opt, "state_dict") else opt

@@ -26,7 +26,6 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -78,7 +77,7 @@ def read_config(run_dir, config_class):
 
 
 def write_config(run_dir, config):
-    write_json(Path(run_dir) / "config.json", asdict(config))
+    write_json(Path(run_dir) / "config.json", config.to_dict())
 
 
 def read_history(run_dir, columns, warn=None):

@@ -35,6 +35,16 @@ What `training` does, in this order:
      checkpoint. Between them the GPU never waits for the host;
   8. on exit, the bar and the writers are closed; on success, the time is said.
 
+Stopping (labkit/runs/stopping.py): while the steps run, Ctrl-C (Kernel >
+Interrupt in Jupyter; also a KeyboardInterrupt raised by `on_log`) asks the
+loop to stop. The step in progress ends, `saving` says yes, the trainer saves
+as at any checkpoint, and the loop raises TrainingStopped, whose one line
+says the step and how to resume. On a CPU, `saving` also says yes once
+`checkpoint_minutes` of wall time have passed since the last checkpoint, so
+little is lost to a crash or a closed lid. These *interim* checkpoints have
+no sample grid, and are deleted at the next regular one (every `saving_steps`
+steps), so a run's folder ends the same however often it was stopped.
+
 `together=True` (labkit/experiments/together.py): one run folder per seed, all at
 the same step, trained as one stacked model. A seed whose loss or weights turn
 NaN stops alone (its entry of `loop.errors`), and the others go on.
@@ -50,18 +60,22 @@ from typing import Optional
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: a notebook saved and reopened shows its last state, not a missing widget
 
 from .atomic import atomic_path, write_atomic
-from .checkpoints import (CheckpointError, check_checkpoint_config, checkpoint_path, latest_checkpoint, load_latest,
-                          load_weights, make_checkpoint, remove_older_checkpoints, save_atomic, saved_state)
+from .checkpoints import (KEEP, CheckpointError, check_checkpoint_config, checkpoint_path, checkpoint_step, checkpoints,
+                          latest_checkpoint, load_latest, load_weights, make_checkpoint, save_atomic, saved_state)
 from .code import check_code
 from .config import format_value
-from .device import describe_device, forked_rng, resolve_device
+from .device import choose_threads, describe_device, forked_rng, recheck_threads, resolve_device
 from .folder import (RunLock, TrainingDiverged, check_run_folder, check_writable, read_config, read_history,
                      runs_root, write_config, write_history)
+from .stopping import StopRequests, TrainingStopped, quiet_in_ipython
 
 DISPLAY_NAMES = {"vae": "VAE"}  # how errors name a checkpoint's model, where not by its key
+CPU_CHECKPOINT_MINUTES = 5  # on a CPU, a checkpoint at least this often (in minutes of wall time) by default
+RATE_WINDOW_SECONDS = 20  # the step rate is measured over windows this long
+RECHECK_SECONDS = 300  # and the CPU's load looked at again this often, or when the rate halves
 
 
 @contextmanager
@@ -124,11 +138,14 @@ class Loop:
       tag(column):  the TensorBoard tag of a history column (default: the column's name);
       show(row):    {name: text} the progress bar shows of a history row;
       on_log:       called with each history row (together: with the seed and the row);
-      samples_note: the closing line says where the sample grids are.
+      samples_note: the closing line says where the sample grids are;
+      checkpoint_minutes: an interim checkpoint once this many minutes passed since the last one
+                    (None: CPU_CHECKPOINT_MINUTES on a CPU, never on a GPU; 0: never). It is no part
+                    of the run's identity: it changes where a run can resume, not what it learns.
     """
 
     def __init__(self, configs, out_dirs, kind, columns, progress, *, together=False, source=None, tag=None,
-                 show=None, on_log=None, samples_note=False):
+                 show=None, on_log=None, samples_note=False, checkpoint_minutes=None):
         self.configs, self.kind, self.columns, self.progress = list(configs), kind, columns, progress
         self.run_dirs = [Path(d) if d is not None else runs_root() / c.name for c, d in zip(configs, out_dirs)]
         for run_dir in self.run_dirs:
@@ -136,6 +153,11 @@ class Loop:
         self.device = resolve_device(self.configs[0].device)
         self.together, self.source, self.tag, self.show, self.on_log = together, source, tag, show, on_log
         self.samples_note = samples_note
+        if checkpoint_minutes is None:
+            checkpoint_minutes = CPU_CHECKPOINT_MINUTES if self.device.type == "cpu" else 0
+        self.checkpoint_seconds = 60 * checkpoint_minutes
+        self.stops, self.interim, self.last_saved, self.last_save_time = StopRequests(), None, None, None
+        self.threads, self.threads_before, self.rate = None, torch.get_num_threads(), None
         self.end = self.configs[0].num_training_steps
         self.say = print if progress else (lambda *a, **k: None)
         self.errors = [None] * len(self.configs)  # together: the error that stopped each seed
@@ -189,19 +211,35 @@ class Loop:
     # The loop
 
     def steps(self):
-        """The steps left, start + 1 ... num_training_steps; the run folders are opened for writing first."""
+        """The steps left, start + 1 ... num_training_steps; the run folders are opened for writing first.
+        After a step that saved a checkpoint because a stop was asked for, raises TrainingStopped."""
         self._open()
         for step in range(self.start + 1, self.end + 1):
             if not self.live:
                 return
+            self.interim = step if self._checkpoint_due() else None
             yield step
             self.bar.update(1)
+            self.rate.step(step)
+            if self.stops.requested and self.last_saved == step and step < self.end:
+                quiet_in_ipython()
+                raise TrainingStopped(step, self.end)
 
     def logging(self, step):
         return step % self.configs[0].logging_steps == 0 and bool(self.live)
 
     def saving(self, step):
-        return (step % self.configs[0].saving_steps == 0 or step == self.end) and bool(self.live)
+        """Whether the trainer saves a checkpoint at the end of `step`: every saving_steps steps, at the
+        end, and (interim) when a stop was asked for or checkpoint_minutes have passed."""
+        if self.stops.requested and self.interim is None:
+            self.interim = step  # from now on in this step: save, then stop
+        return (self._regular(step) or step == self.interim) and bool(self.live)
+
+    def _regular(self, step):
+        return step % self.configs[0].saving_steps == 0 or step == self.end
+
+    def _checkpoint_due(self):
+        return 0 < self.checkpoint_seconds <= time.monotonic() - self.last_save_time
 
     def check(self, step, *losses):
         """Note whether this step's losses are finite, on the device (no wait). At logging and saving steps,
@@ -226,15 +264,19 @@ class Loop:
         if self.show is not None:
             self.bar.set_postfix(**self.show(row))
         if self.on_log is not None:
-            self.on_log(*([self.configs[run].seed] if self.together else []), row)
+            try:
+                self.on_log(*([self.configs[run].seed] if self.together else []), row)
+            except KeyboardInterrupt:  # as Ctrl-C: stop at a checkpoint at the end of this step
+                self.stops.request()
 
     def save(self, step, samples, run=0, **parts):
         """Write run `run`'s checkpoint at `step` and a grid of `samples` (images in [-1, 1]).
 
         parts: make_checkpoint's models, optimizers, rng and counters. The checkpoint
         is written whole or not at all (save_atomic: torch.save, then one rename), and
-        all but the two newest are deleted. Weights that became NaN are not saved:
-        the run stops.
+        all but the two newest are deleted; a regular checkpoint also deletes the interim
+        ones before it, and an interim one writes no grid (the module docstring says why).
+        Weights that became NaN are not saved: the run stops.
         """
         run_dir, state = self.run_dirs[run], make_checkpoint(self.kind, step, self.configs[run], **parts)
         for name, weights in state["models"].items():
@@ -242,13 +284,26 @@ class Loop:
                 return self.stop(run, TrainingDiverged(
                     f"the {name}'s weights became NaN or infinite by step {step}; training stopped and they "
                     f"were not saved. Try a lower learning rate or another seed."))
-        grid = run_dir / "samples" / f"step-{step:06d}.png"
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(grid, ".png") as tmp:
-            save_image((samples + 1) / 2, tmp, nrow=8)  # [-1, 1] -> [0, 1]
+        if self._regular(step):
+            grid = run_dir / "samples" / f"step-{step:06d}.png"
+            grid.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(grid, ".png") as tmp:
+                save_image((samples + 1) / 2, tmp, nrow=8)  # [-1, 1] -> [0, 1]
         save_atomic(state, checkpoint_path(run_dir, step))
-        remove_older_checkpoints(run_dir)
+        self._prune(run_dir)
         self.writers[run].tensorboard.flush()
+        self.last_saved, self.last_save_time = step, time.monotonic()
+
+    def _prune(self, run_dir):
+        """Keep the KEEP newest regular checkpoints, and the newest interim one if it is newer than those."""
+        files = checkpoints(run_dir)
+        regular = [path for path in files if self._regular(checkpoint_step(path))]
+        interim = [path for path in files if path not in regular]
+        newest_regular = checkpoint_step(regular[-1]) if regular else 0
+        keep = set(regular[-KEEP:]) | {p for p in interim[-1:] if checkpoint_step(p) > newest_regular}
+        for path in files:
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
     def diverged(self, what, run=0):
         """The TrainingDiverged error saying `what` became NaN or infinite, and where to go back to."""
@@ -274,13 +329,24 @@ class Loop:
                           for saved in self.saved]
         for run_dir in self.run_dirs:
             self.writers.append(RunWriter(run_dir, self.start, self.columns, self.tag))
+        if self.device.type == "cpu":
+            self.threads = choose_threads()
+        self.rate = StepRate(self.start, self._recheck_threads)
         self.say(self._announcement())
         self.bar = tqdm(total=self.end, initial=self.start, disable=not self.progress, dynamic_ncols=True,
-                        desc=f"{len(self.configs)} seeds together" if self.together else self.run_dir.name)
-        self.started = time.time()
+                        mininterval=1.0,  # a text bar: a saved notebook keeps one redraw per second, not ten
+                        desc=f"{len(self.configs)} seeds" if self.together else "steps")  # the name: in the first line
+        self.started, self.last_save_time = time.time(), time.monotonic()
+        self.stops.__enter__()  # Ctrl-C from here on: noted, and the loop stops at a checkpoint
+
+    def _recheck_threads(self):
+        """The step rate fell by half, or minutes passed: set the threads for the machine's load now."""
+        before, self.threads = self.threads, recheck_threads(self.threads)
+        if self.threads is not None and before.threads != self.threads.threads and self.progress:
+            self.bar.write(f"labkit: the CPU's load changed; now {self.threads.describe()}")
 
     def _announcement(self):
-        where = describe_device(self.device)
+        where = describe_device(self.device, self.threads)
         if self.together:
             seeds = ", ".join(str(c.seed) for c in self.configs)
             return (f"labkit: training seeds {seeds} of {self.configs[0].architecture} together on {where}"
@@ -293,6 +359,8 @@ class Loop:
         return self
 
     def __exit__(self, kind, error, traceback):
+        self.stops.__exit__()
+        torch.set_num_threads(self.threads_before)
         if self.bar is not None:
             self.bar.close()
         for writer in self.writers:
@@ -305,6 +373,27 @@ class Loop:
                 self.say(f"labkit: {steps} steps in {seconds:.1f} s"
                          + (f"; samples in {self.run_dir / 'samples'}" if self.samples_note else ""))
         return False
+
+
+class StepRate:
+    """The loop's steps per second, over windows of RATE_WINDOW_SECONDS; calls `recheck()` when the rate falls
+    below half the best seen, or RECHECK_SECONDS passed since the last call."""
+
+    def __init__(self, step, recheck):
+        self.recheck, self.best = recheck, 0.0
+        self.window_step, self.window_start = step, time.monotonic()
+        self.checked = self.window_start
+
+    def step(self, step):
+        now = time.monotonic()
+        if now - self.window_start < RATE_WINDOW_SECONDS:
+            return
+        rate = (step - self.window_step) / (now - self.window_start)
+        self.best = max(self.best, rate)
+        if rate < self.best / 2 or now - self.checked > RECHECK_SECONDS:
+            self.recheck()
+            self.best, self.checked = rate, time.monotonic()
+        self.window_step, self.window_start = step, time.monotonic()
 
 
 def prepare_run_folder(run_dir, config, state, columns, source=None):

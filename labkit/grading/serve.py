@@ -1,0 +1,183 @@
+"""The kernel's side: the only code that runs with a student's code, inside its box.
+
+The grader (labkit/grading/kernel.py) starts this file in a fresh Python in the
+box (labkit/grading/sandbox.py), as a script beside wire.py: labkit itself is
+not there. It
+
+  1. imports torch, sets its own limits (memory, CPU time per process) and says
+     {"started": true}: before any student code runs, so that message cannot be
+     forged, and the grader's clock for the student starts there;
+  2. receives the job, {"cells": [...], "helpers": {"labkit.models": "source"}},
+     builds a stand-in `labkit` package of those helpers only, runs the cells and
+     says {"ready": true} or {"error": "..."};
+  3. answers the grader's requests about the names the cells defined (call this
+     function, build this network, its state dict...) with plain data (wire.py),
+     until the grader hangs up.
+
+Nothing here returns to the grader but plain data.
+"""
+
+import builtins
+import ctypes
+import os
+import resource
+import signal
+import socket
+import sys
+import types
+
+import numpy  # noqa: F401  (imported before the limits: it maps memory the student's code did not ask for)
+import torch
+
+import wire
+
+PR_SET_PDEATHSIG = 1
+
+
+def main(fd, memory_bytes, cpu_seconds):
+    """The kernel process (see the module docstring)."""
+    channel = wire.Channel(socket.socket(fileno=fd))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1), os.dup2(devnull, 2)  # the student's prints go nowhere, never into the grader's log
+    try:
+        _limits(memory_bytes, cpu_seconds)
+        torch.set_num_threads(1)
+    except BaseException as err:
+        _send(channel, {"box_failed": f"{type(err).__name__}: {err}"})
+        os._exit(3)
+    _send(channel, {"started": True})  # before the student's code: the grader's clock starts here
+    try:
+        job = wire.decode(channel.receive())
+    except (EOFError, OSError, ValueError, wire.NotPlainData):
+        os._exit(0)
+    _stand_in_labkit(job["helpers"])
+    Server(channel).serve(job["prelude"], job["cells"])
+    os._exit(0)
+
+
+def _limits(memory_bytes, cpu_seconds):
+    """Address space (beyond what torch already maps) and CPU seconds per process; killed with its parent."""
+    in_use = _address_space()
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes,) * 2)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+    if sys.platform.startswith("linux"):  # a process box: die with the grader (bubblewrap does it in its box)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _address_space():
+    """Bytes of address space this process has mapped (an imported torch maps a few GB it never touches)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # no /proc (macOS): the peak resident size instead
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _stand_in_labkit(helpers):
+    """A `labkit` package of the allowed helpers only (labkit itself is not in the box)."""
+    package = types.ModuleType("labkit", "labkit as grading offers it: only the helpers the exercise names")
+    package.__path__ = []
+    sys.modules["labkit"] = package
+    for module_name, source in helpers.items():
+        module = types.ModuleType(module_name)
+        exec(compile(source, f"<{module_name}>", "exec"), module.__dict__)
+        sys.modules[module_name] = module
+        setattr(package, module_name.split(".", 1)[1], module)
+
+
+def _send(channel, reply):
+    try:
+        message = wire.encode(reply)
+    except wire.NotPlainData as err:
+        message = wire.encode({"refused": f"your code returned {err}"})
+    channel.send(message)
+
+
+def describe(err):
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return text if len(text) <= 400 else text[:400] + " ..."
+
+
+class Server:
+    """Runs the student's cells, then answers the grader's requests about the names they defined."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.objects = {}  # handle -> an object the grader asked for (a network)
+        self.graphs = {}  # handle -> (output, inputs): for gradients the grader asks for later
+
+    def serve(self, prelude, cells):
+        exec(compile(prelude, "<the notebook's imports>", "exec"), self.namespace)
+        for number, source in enumerate(cells, start=1):
+            try:
+                exec(compile(source, f"<your cell {number}>", "exec"), self.namespace)
+            except BaseException as err:  # SystemExit and KeyboardInterrupt too: they are the student's
+                _send(self.channel, {"error": describe(err)})
+                return
+        _send(self.channel, {"ready": True})
+        while True:
+            try:
+                request = wire.decode(self.channel.receive())
+            except (EOFError, OSError):
+                return
+            try:
+                value = getattr(self, "op_" + request["op"])(request)
+                _send(self.channel, {"value": value})
+            except wire.NotPlainData as err:
+                _send(self.channel, {"refused": f"{request.get('what', 'your code')} returned {err}"})
+            except BaseException as err:
+                _send(self.channel, {"error": describe(err)})
+
+    def _target(self, request):
+        target = request["target"]
+        if type(target) is int:
+            return self.objects[target]
+        if target not in self.namespace:
+            raise NameError(f"name {target!r} is not defined")
+        return self.namespace[target]
+
+    def op_kinds(self, request):
+        kinds = {}
+        for name in request["names"]:
+            value = self.namespace.get(name)
+            kinds[name] = "missing" if name not in self.namespace else "class" if isinstance(value, type) else \
+                "function" if callable(value) else "other"
+        return kinds
+
+    def op_new(self, request):
+        obj = self._target(request)(*request["args"], **request["kwargs"])
+        self.objects[len(self.objects) + 1] = obj
+        return len(self.objects)
+
+    def op_call(self, request):
+        target = self._target(request)
+        method = request.get("method")
+        function = target if method is None else getattr(target, method)
+        inputs = [a for a in request["args"] if isinstance(a, torch.Tensor) and a.requires_grad]
+        output = function(*request["args"], **request["kwargs"])
+        wire.encode(output)  # refuse a value that is not plain data now, with the caller's name
+        if inputs and type(output) is torch.Tensor and output.requires_grad:
+            self.graphs[len(self.graphs) + 1] = (output, inputs)
+            return {"output": output, "graph": len(self.graphs)}
+        return {"output": output}
+
+    def op_vjp(self, request):
+        output, inputs = self.graphs.pop(request["graph"])
+        grads = torch.autograd.grad(output, inputs, request["grad_output"], allow_unused=True)
+        return list(grads)
+
+    def op_train(self, request):
+        self._target(request).train(request["mode"])
+
+    def op_state_dict(self, request):
+        return [[name, tensor] for name, tensor in self._target(request).state_dict().items()]
+
+    def op_load_state_dict(self, request):
+        self._target(request).load_state_dict(dict((name, tensor) for name, tensor in request["state"]))
+
+    def op_parameters(self, request):
+        return list(self._target(request).parameters())
+
+    def op_module_types(self, request):
+        return [type(module).__name__ for module in self._target(request).modules()]
