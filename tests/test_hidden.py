@@ -40,7 +40,7 @@ def exercises():
 def verdict(exercise, seed, **names):
     """The verdict of the exercise's check cell (public and hidden checks) with `names` bound, as grading
     decides it, on the inputs of `seed`."""
-    return grade._checked(exercise, names, seed)
+    return grade.run_check_cell(exercise, names, seed)
 
 
 # ---------------------------------------------------------------------------
