@@ -131,8 +131,8 @@ def describe_layer(layer):
 def compare_layers(mine, reference, what):
     """Compare a network with the course's layer by layer; a difference fails with the layer it is in."""
     theirs, ours = layer_table(mine), layer_table(reference)
-    if not any("(" in layer for layer in theirs):  # a stand-in: the kinds of layer only
-        ours = [kind(layer) for layer in ours]
+    if GRADING or not any("(" in layer for layer in theirs):  # a stand-in, or grading: the kinds of layer only
+        ours, theirs = [kind(layer) for layer in ours], [kind(layer) for layer in theirs]  # (no sizes in messages)
     changes = [op for op in difflib.SequenceMatcher(None, ours, theirs, autojunk=False).get_opcodes()
                if op[0] != "equal"]
     assert not changes, f"{what}: {layer_difference(changes, ours, theirs)}"

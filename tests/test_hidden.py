@@ -325,6 +325,8 @@ def interpolation_latents(z1, z2, start=0.0, stop=1.0, steps=20, method="linear"
     # Another secret (LABKIT_GRADING_SECRET, as a CI job passes it) draws other inputs: everyone is regraded.
     rotated = graded(tmp_path / "class", tmp_path / "report-0", source, LABKIT_GRADING_SECRET="r" * 64)
     log = (tmp_path / "report-0" / "grading.log").read_text().splitlines()[1:]
-    assert {line.split("\t")[4] for line in log}.isdisjoint({line.split("\t")[4] for line in logs[0]})
+    def inputs(lines):  # of the code exercises (the written questions' rows have none)
+        return {line.split("\t")[4] for line in lines} - {"inputs None"}
+    assert inputs(log).isdisjoint(inputs(logs[0]))
     assert rotated["right", "interpolation"]["passed"] == "True"
     assert rotated["table", "rebalancing_rule"]["passed"] == "False"
