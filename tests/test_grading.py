@@ -274,7 +274,8 @@ def test_a_class_of_30_is_graded_in_one_command_and_no_cheat_earns_a_point(cours
     submit(submissions / "blank-2", source)
     third = labkit("assignment", "grade", submissions, "--out", report, "--source", source, "--timeout", 20)
     assert "30 students (2 graded now, 28 unchanged" in third.stdout, third.stdout
-    assert {r["passed"] for r in read_csv(report / "students" / "blank-2" / "grades.csv")} == {"True"}
+    assert {r["passed"] for r in read_csv(report / "students" / "blank-2" / "grades.csv")
+            if r["exercise"] in EXERCISES} == {"True"}  # (its written answers wait for review)
 
 
 def test_a_blank_submission_graded_after_hostile_ones_still_scores_zero(course, tmp_path):
