@@ -125,8 +125,8 @@ def test_one_diverging_seed_stops_alone(tmp_path, monkeypatch):
     seen_by_seed_2 = torch.cat([batches[1].indices(step) for step in range(CONFIG.num_training_steps)])
     poisoned = next(int(i) for i in batches[0].indices(14) if i not in seen_by_seed_2)  # seed 1, step 15
 
-    def load_poisoned(split, device="cpu"):
-        images, labels = load_mnist(split, device=device)
+    def load_poisoned(split, device="cpu", pipeline="pad"):
+        images, labels = load_mnist(split, device=device, pipeline=pipeline)
         images = images.clone()
         images[poisoned] = math.nan
         return images, labels
