@@ -122,7 +122,23 @@ def test_anything_else_is_refused_by_the_sender(value, said):
     b'"data": ""}}', b'{"pickle": "gASV"}', b'{"a": 1, "b": 2}', b"[" * 100 + b"]" * 100,
     b'{"tensor": {"dtype": "float32", "shape": [4611686018427387904, 4], "data": ""}}',  # overflows numel
     wire.encode([torch.zeros(1)] * (wire.MAX_TENSORS + 1)),  # tiny tensors cost the grader 16x their bytes
+    wire.encode(wire.build("nn.Linear(2, 2)")), b'{"built": {"expression": "__import__(\'os\')", "seed": 0}}',
+    b'{"object": 1}',  # networks go from the grader to the kernel only: a kernel's reply never builds one
 ])
 def test_the_receiver_refuses_a_malformed_message(message):
     with pytest.raises(wire.NotPlainData):
         wire.decode(message)
+
+
+def test_a_built_network_crosses_as_its_description_and_is_built_again_with_the_same_weights():
+    network = wire.build("nn.Sequential(nn.Linear(3, 4), nn.Tanh())", seed=7)
+    state = torch.random.get_rng_state()
+    message = wire.encode({"network": network})
+    assert torch.equal(torch.random.get_rng_state(), state)  # build leaves the global generator alone
+    assert b"tensor" not in message and b"nn.Sequential" in message
+    seen = []
+    rebuilt = wire.decode(message, lambda kind, body: seen.append(kind) or wire.build(body["expression"], body["seed"]))
+    assert seen == ["built"] and type(rebuilt["network"]) is torch.nn.Sequential
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), rebuilt["network"].state_dict().values()))
+    with pytest.raises(TypeError, match="not a network"):
+        wire.build("torch.zeros(3)")

@@ -104,10 +104,10 @@ def test_grading_lists_written_questions_to_review_and_takes_nbgrader_ids(tmp_pa
                                                      .read_text())["submitted"]["ada"])
 
 
-def worked_example():
-    """The two cells of docs/instructors.md's worked example: (solution cell, grade cell) sources."""
+def worked_example(after="A worked example"):
+    """The two cells of a worked example in docs/instructors.md: (solution cell, grade cell) sources."""
     text = (Path(__file__).parents[1] / "docs" / "instructors.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text.split("A worked example")[1], re.S)[:2]
+    blocks = re.findall(r"```python\n(.*?)```", text.split(after)[1], re.S)[:2]
     return [block.split("\n", 1)[1] for block in blocks]  # without the comment that says which cell it is
 
 
@@ -130,3 +130,45 @@ def test_the_worked_example_of_the_instructors_guide_grades_right_and_wrong(tmp_
     assert done.returncode == 0, done.stderr
     rows = {r["student"]: r for r in read_csv(tmp_path / "report" / "gradebook.csv")}
     assert rows["right"]["points"] == "1" and rows["wrong"]["points"] == "0", rows
+
+
+def test_a_check_can_hand_the_students_code_networks_built_in_the_box(tmp_path):
+    """docs/instructors.md's count_parameters example: networks described by `build` and built again in the kernel,
+    and a network of the student's own class handed back to the kernel that holds it."""
+    from course import KERNEL, marked
+
+    solution, check = worked_example(after="A check that hands the student's code a network")
+    own = ("from torch import nn\n\n\nclass Tiny(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+           "        self.layer = nn.Linear(2, 3)\n        self.register_buffer('seen', torch.zeros(100))\n\n\n"
+           + solution)
+    nb = nbformat.v4.new_notebook(metadata=KERNEL, cells=[
+        marked(nbformat.v4.new_code_cell(solution), "count_parameters_solution", solution=True),
+        marked(nbformat.v4.new_code_cell(check), "count_parameters", grade=True, locked=True, points=1),
+        marked(nbformat.v4.new_code_cell(own), "tiny_solution", solution=True),
+        marked(nbformat.v4.new_code_cell("assert count_parameters(Tiny()) == 9\n"), "tiny", grade=True, locked=True,
+               points=1)])
+    source = tmp_path / "instructor"
+    source.mkdir()
+    nbformat.write(nb, str(source / "07_mlp.ipynb"))
+    wrong = {"right": lambda text: text,
+             "tensors": lambda text: text.replace("sum(p.numel() for p in network.parameters() if p.requires_grad)",
+                                                  "len(list(network.parameters()))"),
+             "buffers": lambda text: text.replace("sum(p.numel() for p in network.parameters() if p.requires_grad)",
+                                                  "sum(t.numel() for t in network.state_dict().values())")}
+    for student, edit in wrong.items():
+        (tmp_path / "class" / student).mkdir(parents=True)
+        nb.cells[0].source, nb.cells[2].source = edit(solution), edit(own)
+        nbformat.write(nb, str(tmp_path / "class" / student / "07_mlp.ipynb"))
+    done = labkit("assignment", "release", "--out", tmp_path / "release", "--source", source)
+    assert done.returncode == 0, done.stderr
+    done = labkit("assignment", "grade", tmp_path / "class", "--out", tmp_path / "report", "--source", source,
+                  "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    points = {(r["student"], r["exercise"]): r["points"] for r in read_csv(tmp_path / "report" / "gradebook.csv")}
+    assert points == {("right", "count_parameters"): "1", ("right", "tiny"): "1",
+                      ("tensors", "count_parameters"): "0", ("tensors", "tiny"): "0",  # 2 tensors, not 16 numbers
+                      ("buffers", "count_parameters"): "0",  # the public check passes; BatchNorm's statistics fail it
+                      ("buffers", "tiny"): "0"}, points
+    buffers = next(r for r in read_csv(tmp_path / "report" / "gradebook.csv")
+                   if r["student"] == "buffers" and r["exercise"] == "count_parameters")
+    assert buffers["message"] == "a hidden check failed", buffers  # nothing of the hidden network shown

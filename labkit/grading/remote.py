@@ -19,6 +19,7 @@ from collections import OrderedDict
 
 import torch
 
+from . import wire
 from .kernel import Refused
 
 
@@ -139,6 +140,9 @@ class RemoteModule:
 
     def __repr__(self):
         return f"<your {self.what}>"
+
+
+wire.ENCODERS[RemoteModule] = lambda network: {"object": network.handle}  # passed back to the kernel that holds it
 
 
 def _pairs(pairs, what):

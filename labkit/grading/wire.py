@@ -14,6 +14,15 @@ message back into values (in the grader: anything of another shape raises
 NotPlainData). `decode` builds every tensor from its bytes itself, so a tensor
 in the grader is an ordinary torch.Tensor whatever the kernel meant to send.
 
+Two more kinds travel one way only, from the grader to the kernel, so that a
+check can hand the student's code a network:
+
+    {"built": {"expression": "nn.Linear(3, 4)", "seed": 0}}   a network `build` made: the kernel builds it again
+    {"object": 2}                                             a network the kernel already holds (a stand-in's)
+
+The kernel's `decode(message, local)` turns them into networks; the grader's
+`decode(message)` refuses them like any other unexpected value.
+
 This module imports only the standard library and torch: the kernel imports it
 inside the sandbox, where labkit itself is not available.
 """
@@ -37,8 +46,28 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
+BUILT = "_labkit_built"  # the attribute `build` leaves on a network: how to build it again in the kernel
+ENCODERS = {}  # exact type -> its description as plain data (labkit/grading/remote.py registers its networks)
+
+
 class NotPlainData(TypeError):
     """A value that is not plain data (see the module docstring)."""
+
+
+def build(expression, seed=0):
+    """The network `expression` builds (Python over torch, nn and math), with torch's generator seeded by `seed`.
+
+    For checks that hand the student's code a network: `count_parameters(build("nn.Linear(3, 4)"))`. In the
+    instructor's notebook it is the network itself; while grading, the network goes to the kernel as its
+    expression and seed, and the kernel builds it again, with the same weights (the same expression, the same
+    seed, the same torch), in the box where the student's code runs. The global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = eval(expression, {"__builtins__": {}, "torch": torch, "nn": torch.nn, "math": math})
+    if not isinstance(network, torch.nn.Module):
+        raise TypeError(f"build({expression!r}) gave a {type(network).__name__}, not a network (an nn.Module)")
+    network.__dict__[BUILT] = {"expression": expression, "seed": int(seed)}
+    return network
 
 
 def encode(value):
@@ -46,8 +75,10 @@ def encode(value):
     return json.dumps(_to_plain(value, 0), allow_nan=True).encode()
 
 
-def decode(message):
+def decode(message, local=None):
     """The values in a message; NotPlainData if it is not a well-formed message of plain data.
+
+    `local` (the kernel's only) turns {"built": ...} and {"object": ...} into networks; without it they are refused.
 
     Decoding stays within a fixed budget: at most MAX_MESSAGE bytes, MAX_TENSORS tensors and MAX_VALUES other
     values, counted in the bytes before any is built (8 MB of nested lists would otherwise cost the grader
@@ -64,7 +95,7 @@ def decode(message):
     tensors = message.count(b'"tensor"')  # an upper bound on the tensors in it (the key may also sit in a string)
     if tensors > MAX_TENSORS:
         raise NotPlainData(f"{tensors:,} tensors in one message; at most {MAX_TENSORS:,}")
-    return _from_plain(plain, 0)
+    return _from_plain(plain, 0, local)
 
 
 def _to_plain(value, depth):
@@ -77,6 +108,10 @@ def _to_plain(value, depth):
         return value if math.isfinite(value) else {"float": repr(value)}  # nan, inf, -inf
     if kind in (torch.Tensor, torch.nn.Parameter):
         return {"tensor": _tensor_to_plain(value)}
+    if kind in ENCODERS:
+        return ENCODERS[kind](value)
+    if isinstance(value, torch.nn.Module) and BUILT in vars(value):
+        return {"built": dict(vars(value)[BUILT])}
     if kind in (list, tuple):
         return [_to_plain(v, depth + 1) for v in value]
     if kind is dict and all(type(k) is str for k in value):
@@ -97,13 +132,13 @@ def _tensor_to_plain(tensor):
             "requires_grad": bool(tensor.requires_grad)}
 
 
-def _from_plain(plain, depth):
+def _from_plain(plain, depth, local=None):
     if depth > MAX_DEPTH:
         raise NotPlainData(f"values nested more than {MAX_DEPTH} deep")
     if plain is None or type(plain) in (bool, int, float, str):
         return plain
     if type(plain) is list:
-        return [_from_plain(v, depth + 1) for v in plain]
+        return [_from_plain(v, depth + 1, local) for v in plain]
     if type(plain) is dict and len(plain) == 1:
         (kind, body), = plain.items()
         if kind == "tensor":
@@ -111,7 +146,9 @@ def _from_plain(plain, depth):
         if kind == "float" and body in ("nan", "inf", "-inf"):
             return float(body)
         if kind == "dict" and type(body) is dict:
-            return {str(k): _from_plain(v, depth + 1) for k, v in body.items()}
+            return {str(k): _from_plain(v, depth + 1, local) for k, v in body.items()}
+        if kind in ("built", "object") and local is not None:
+            return local(kind, body)
     raise NotPlainData(f"an unexpected {type(plain).__name__} in a message")
 
 
