@@ -129,7 +129,8 @@ def assignment(args):
     from .grading import assignment as notebooks, collect, exports, gradebook, review
 
     if args.action == "release":
-        return notebooks.release(args.out, source=args.source, force=args.force)
+        return notebooks.release(args.out, source=args.source, force=args.force,
+                                 check_reference=gradebook.check_reference)
     if args.action == "collect":
         return collect.collect(args.download, args.out)
     if args.action == "review":

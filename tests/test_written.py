@@ -172,3 +172,27 @@ def test_a_check_can_hand_the_students_code_networks_built_in_the_box(tmp_path):
     buffers = next(r for r in read_csv(tmp_path / "report" / "gradebook.csv")
                    if r["student"] == "buffers" and r["exercise"] == "count_parameters")
     assert buffers["message"] == "a hidden check failed", buffers  # nothing of the hidden network shown
+
+
+def test_a_release_whose_reference_fails_its_own_check_is_refused_and_writes_nothing(tmp_path):
+    from course import KERNEL, marked
+
+    solution, check = worked_example()
+    broken = check.replace("((real > 0).sum() + (fake < 0).sum()) / 96.0", "((real > 0).sum() + (fake < 0).sum()) / 64.0")
+    assert broken != check
+    source = tmp_path / "instructor"
+    source.mkdir()
+    for text in (broken, check):
+        nb = nbformat.v4.new_notebook(metadata=KERNEL, cells=[
+            marked(nbformat.v4.new_code_cell(solution), "d_accuracy_solution", solution=True),
+            marked(nbformat.v4.new_code_cell(text), "d_accuracy", grade=True, locked=True, points=1)])
+        nbformat.write(nb, str(source / "02_curves.ipynb"))
+        done = labkit("assignment", "release", "--out", tmp_path / "release", "--source", source)
+        if text is broken:
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+            assert ("the reference solution fails its own check, as every student would: 02_curves.ipynb d_accuracy: "
+                    "a hidden check failed; fix the solution or the check") in done.stderr
+            assert not (tmp_path / "release").exists()
+    assert done.returncode == 0 and "solutions pass their own checks (1 exercise, graded now)" in done.stdout
+    again = labkit("assignment", "release", "--out", tmp_path / "release", "--source", source, "--force")
+    assert again.returncode == 0 and "unchanged since they were graded" in again.stdout, again.stdout

@@ -169,8 +169,11 @@ def student_version(nb):
     return nb
 
 
-def release(out, source=None, force=False):
+def release(out, source=None, force=False, check_reference=None):
     """Write the student version of every lab notebook into out/notebooks/.
+
+    `check_reference(paths)` (labkit/grading/gradebook.py's, from the CLI) grades the instructor's solutions
+    with their own checks first: a release whose reference fails a check is refused, nothing written.
 
     Checked before anything is written (labkit/runs/targets.py): out/notebooks
     must not be the instructor's notebooks it reads (`cd LAB && release --out .`),
@@ -189,6 +192,8 @@ def release(out, source=None, force=False):
         nb = read_notebook(path)
         check_marks(nb, path.name)
         notebooks[path.name] = student_version(nb)
+    if check_reference is not None:
+        check_reference(paths)
     for name, nb in notebooks.items():
         text = nbformat.writes(nb)
         write_made(out, f"notebooks/{name}", (text if text.endswith("\n") else text + "\n").encode())

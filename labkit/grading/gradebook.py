@@ -118,6 +118,47 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     return 2 if single and problems else 0
 
 
+def check_reference(paths, timeout=120):
+    """Grade the instructor's own solutions with their own checks, public and hidden, before a release: a check
+    the reference fails would fail every student. ValueError, one line naming the exercise, if one fails.
+
+    The reference is the instructor's code, so it runs in a box of processes (no bubblewrap needed). A lab
+    that passed is remembered in the user's cache by the notebooks' and labkit's content: checked once."""
+    exercises = exercises_of({p.name: read_notebook(p) for p in paths})
+    stamp = reference_stamp(exercises)
+    said = f"labkit: the instructor's solutions pass their own checks ({len(exercises)} exercise{'' if len(exercises) == 1 else 's'}"
+    if stamp.is_file():
+        print(f"{said}; unchanged since they were graded)")
+        return
+    box = sandbox.make_box(sandbox.PROCESS, secret_paths=())
+    failed = []
+    for exercise in exercises:
+        verdict = grade_exercise(exercise, [exercise.reference], box, timeout, seed=0)
+        if not verdict.passed:
+            failed.append(f"{exercise.notebook} {exercise.name}: {one_line(verdict.message, 200)}")
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise ValueError(f"the reference solution fails its own check, as every student would: {failed[0]}{more}; "
+                         f"fix the solution or the check, then release again")
+    print(f"{said}, graded now)")
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+    except OSError:  # a read-only home: checked again next time, nothing lost
+        pass
+
+
+def reference_stamp(exercises):
+    """The cache file that says these exercises' references passed their checks, with this labkit."""
+    digest = hashlib.sha256()
+    for exercise in exercises:
+        digest.update("\0".join((exercise.notebook, exercise.name, exercise.reference, exercise.check)).encode())
+    for source in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        digest.update(source.read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "labkit" / "references-passed" / digest.hexdigest()[:32]
+
+
 def check_arguments(submissions, timeout, jobs):
     if not submissions.is_dir():
         raise ValueError(f"no folder {submissions} to grade")
