@@ -1,6 +1,9 @@
-"""The instructor's whole loop on the lab's own notebooks, with the commands the README gives: release, collect
-(students' folders, and a Canvas download of flat files), grade, review the written answers in a real browser,
-export to Canvas; every merged total checked. Three students, to keep the grading short on a 2-core CPU."""
+"""The instructor's whole loop on the lab's own notebooks, with the commands the README gives, on a generated
+class of 30: release, collect (15 students' folders, and a Canvas download of 15 more as flat files, some late),
+grade, review the written answers in a real browser, export to Canvas; every merged total checked.
+
+Each student solves at most one code exercise (one in seven solves none, one solves all six), so the class
+costs the 2-core CPU 31 kernels: grading a notebook still at the release's stub needs no kernel."""
 
 import os
 import re
@@ -20,12 +23,27 @@ from labkit.grading import assignment, review, written
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 DEADLINE = datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc)
 ANSWER = "My runs say it: my D_x was 0.83 and my FID 41.2 (the table above); the reason is ..."
-# Who writes what: code exercises solved (the instructor's solution), written questions answered.
-SOLVED = {"ann": "all", "bob": (), "carl": ("dcgan_networks", "gan_losses")}
-ANSWERED = {"ann": "all", "bob": ("samples_answer", "nash_answer"), "carl": ("samples_answer",)}
-# The marks: samples_answer in the browser, the others through the page's own saving code.
-BROWSER_MARKS = {"ann": ("a", "b", "c", "d"), "bob": ("a", "x"), "carl": ("a", "b")}
-OTHER_MARKS = {"ann": "all", "bob": {"nash_answer": ("a",)}, "carl": {}}
+EXERCISE_ORDER = ("dcgan_networks", "gan_losses", "rebalancing_rule", "interpolation", "mlp_networks", "vae_pieces")
+QUESTION_ORDER = ("samples_answer", "curves_answer", "fid_answer", "nash_answer", "latent_answer", "modes_answer",
+                  "mlp_answer", "ablation_answer", "vae_answer")
+STUDENTS = [f"s{i:02d}" for i in range(30)]
+CANVAS = STUDENTS[15:]  # handed in through Canvas, as flat files
+DAYS_LATE = {"s20": 2, "s25": 1, "s29": 3}  # 1.5, 0.5 and 2.2 days after the deadline: started days
+
+
+def plan(student):
+    """(code exercises solved, written questions answered, samples_answer's rubric items, other questions marked
+    with every positive item?) for one generated student."""
+    i = int(student[1:])
+    solved = EXERCISE_ORDER if i == 0 else () if i % 7 == 6 else (EXERCISE_ORDER[i % 7],)
+    answered = tuple(q for k, q in enumerate(QUESTION_ORDER) if i == 0 or k == 0 or (i + k) % 3 != 0)
+    browser_items = ("a", "b", "c", "d") if i % 4 == 0 else ("a", "x") if i % 4 == 1 else ("a", "b") if i % 4 == 2 else ()
+    return solved, answered, browser_items, i % 2 == 0
+
+
+SOLVED = {s: plan(s)[0] for s in STUDENTS}
+ANSWERED = {s: plan(s)[1] for s in STUDENTS}
+BROWSER_MARKS = {s: plan(s)[2] for s in STUDENTS}
 
 
 def cells_by_id(nb):
@@ -40,10 +58,10 @@ def hand_in(source, release, student):
         instructor = cells_by_id(nbformat.read(str(source / path.name), as_version=4))
         mine = cells_by_id(nb)
         for name, _ in assignment.exercises(nb):
-            if SOLVED[student] == "all" or name in SOLVED[student]:
+            if name in SOLVED[student]:
                 mine[f"{name}_solution"].source = instructor[f"{name}_solution"].source
         for question in written.questions(nb, path.name):
-            if ANSWERED[student] == "all" or question.name in ANSWERED[student]:
+            if question.name in ANSWERED[student]:
                 mine[question.name].source = f"{ANSWER} ({student})"
         notebooks[path.name] = nb
     return notebooks
@@ -55,20 +73,27 @@ def save(nb, path, when):
     os.utime(path, (when.timestamp(), when.timestamp()))
 
 
+def other_marks(student, questions):
+    """{question: rubric items} a second grader gives outside the browser, for every answered question but the
+    first: every positive item for an even student, the first item for an odd one."""
+    every = plan(student)[3]
+    return {q.name: [i["id"] for i in q.rubric if i["points"] > 0] if every else ["a"] for q in questions
+            if q.name != "samples_answer" and q.name in ANSWERED[student]}
+
+
 def expected_totals(source):
     """{student: (code, written, final)} from the plan above and the points the notebooks hold."""
     notebooks = {p.name: nbformat.read(str(p), as_version=4) for p in sorted(source.glob("*.ipynb"))}
     points = {name: p for nb in notebooks.values() for name, p in assignment.exercises(nb)}
+    assert sorted(points) == sorted(EXERCISE_ORDER)
     questions = {q.name: q for q in written.questions_of(notebooks)}
+    assert list(questions) == list(QUESTION_ORDER)
     found = {}
-    for student in SOLVED:
-        code = sum(p for name, p in points.items() if SOLVED[student] == "all" or name in SOLVED[student])
-        marks = {"samples_answer": BROWSER_MARKS[student]}
-        marks.update({q: [i["id"] for i in questions[q].rubric if i["points"] > 0] for q in questions
-                      if q != "samples_answer"} if OTHER_MARKS[student] == "all" else OTHER_MARKS[student])
+    for student in STUDENTS:
+        code = sum(points[name] for name in SOLVED[student])
+        marks = {"samples_answer": BROWSER_MARKS[student], **other_marks(student, questions.values())}
         prose = sum(written.score(questions[q], items) for q, items in marks.items())
-        late = 2 if student == "carl" else 0  # handed in 1.5 days after the deadline: two started days
-        found[student] = (code, prose, round((code + prose) * (1 - 0.1 * late), 2))
+        found[student] = (code, prose, round((code + prose) * (1 - 0.1 * DAYS_LATE.get(student, 0)), 2))
     return found
 
 
@@ -79,39 +104,50 @@ def course(tmp_path):
     return source
 
 
-def test_the_instructors_loop_from_release_to_canvas(course, tmp_path, browser):  # noqa: F811
+def test_the_instructors_loop_on_a_class_of_30_from_release_to_canvas(course, tmp_path, browser):  # noqa: F811
     source = course
     # 1. Release.
     assert labkit("assignment", "release", "--out", tmp_path / "release", "--source", source).returncode == 0
     release = tmp_path / "release" / "notebooks"
-    # The class hands in: two in folders of their own, one through Canvas (flat files, late).
-    for student in ("ann", "bob"):
+    # The class hands in: 15 in folders of their own, 15 through Canvas (flat files, three of them late).
+    for student in STUDENTS:
+        when = DEADLINE + (timedelta(days=DAYS_LATE[student] - 0.5) if student in DAYS_LATE else -timedelta(hours=1))
         for name, nb in hand_in(source, release, student).items():
-            save(nb, tmp_path / "submissions" / student / name, DEADLINE - timedelta(hours=1))
-    for name, nb in hand_in(source, release, "carl").items():
-        save(nb, tmp_path / "canvas" / f"carl_LATE_1003_2003_{name}", DEADLINE + timedelta(days=1.5))
+            if student in CANVAS:
+                late = "LATE_" if student in DAYS_LATE else ""
+                save(nb, tmp_path / "canvas" / f"{student}_{late}{1000 + int(student[1:])}_{2000 + int(student[1:])}_{name}",
+                     when)
+            else:
+                save(nb, tmp_path / "submissions" / student / name, when)
     # 2. Collect the Canvas download beside the students' folders.
     done = labkit("assignment", "collect", tmp_path / "canvas", "--out", tmp_path / "submissions")
-    assert done.returncode == 0 and "1 students, 9 notebooks" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "15 students, 135 notebooks" in done.stdout, done.stdout + done.stderr
     # 3. Grade.
     done = labkit("assignment", "grade", tmp_path / "submissions", "--out", tmp_path / "report", "--source", source,
                   "--jobs", "2", timeout=1800)
     assert done.returncode == 0, done.stderr
-    assert "3 students" in done.stdout and "9 written questions (16 points) to review" in done.stdout
+    assert "30 students" in done.stdout and "9 written questions (16 points) to review" in done.stdout
     # 4. Review: the command's page, in the browser, for the first question; the others as a second grader would.
     mark_in_the_browser(tmp_path / "report", browser)
     questions, _ = written.load(tmp_path / "report")
     other = review.Marks(tmp_path / "report", "bo")
-    for student, plan in OTHER_MARKS.items():
-        for question in questions[1:]:
-            items = [i["id"] for i in question.rubric if i["points"] > 0] if plan == "all" else plan.get(question.name, ())
+    for student in STUDENTS:
+        for question_name, items in other_marks(student, questions).items():
+            question = next(q for q in questions if q.name == question_name)
             for item in items:
                 other.change(student, question, toggle=item)
-    # 5. Export to Canvas, with a deadline and 10% off per late day.
+    # 5. Export to Canvas, with a deadline and 10% off per started late day.
     done = labkit("assignment", "export", tmp_path / "report", "--format", "canvas", "--deadline",
                   DEADLINE.isoformat(), "--late-penalty-per-day", "10")
     assert done.returncode == 0 and "not reviewed" not in done.stdout, done.stdout + done.stderr
-    check_totals(tmp_path / "report", expected_totals(source))
+    check_totals(tmp_path / "report", expected_totals(source), lab_points(source))
+
+
+def lab_points(source):
+    """(code, written) points of the whole lab, read from the instructor's notebooks."""
+    notebooks = {p.name: nbformat.read(str(p), as_version=4) for p in sorted(source.glob("*.ipynb"))}
+    return (sum(p for nb in notebooks.values() for _, p in assignment.exercises(nb)),
+            sum(q.points for q in written.questions_of(notebooks)))
 
 
 def mark_in_the_browser(report, driver):
@@ -127,7 +163,8 @@ def mark_in_the_browser(report, driver):
         for slot, student in enumerate(review.shuffled(sorted(BROWSER_MARKS), "ann-ta", question), 1):
             driver.get(f"{url}q/1/{slot}")
             header = driver.find_element(By.TAG_NAME, "header").text
-            assert f"Student {slot} of 3" in header and not any(name in header for name in BROWSER_MARKS)
+            assert f"Student {slot} of 30" in header and not any(re.search(rf"\\b{name}\\b", header)
+                                                                 for name in BROWSER_MARKS)
             assert f"({student})" in driver.find_element(By.CSS_SELECTOR, ".answer").text  # their own answer
             for item in BROWSER_MARKS[student]:
                 driver.find_element(By.CSS_SELECTOR, f".item[data-id={item}]").click()
@@ -139,27 +176,29 @@ def mark_in_the_browser(report, driver):
         server.wait(timeout=60)
 
 
-def check_totals(report, expected):
-    code, prose, full = expected["ann"]  # ann earns every point: the lab's total, read from the notebooks
+def check_totals(report, expected, lab):
+    full = sum(lab)
     totals = {r["student"]: r for r in read_csv(report / "totals.csv")}
     assert sorted(totals) == sorted(expected)
     for student, (their_code, their_prose, final) in expected.items():
         row = totals[student]
         assert (float(row["code"]), float(row["written"]), float(row["final"])) == (their_code, their_prose, final), row
         assert float(row["total"]) == their_code + their_prose and float(row["max_points"]) == full
-        assert row["not_reviewed"] == "0"
-    assert totals["carl"]["days_late"] == "2" and totals["ann"]["days_late"] == "0"
+        assert row["not_reviewed"] == "0" and row["days_late"] == str(DAYS_LATE.get(student, 0)), row
+    assert expected["s00"] == (lab[0], lab[1], full)  # s00 earns every point
     canvas = read_csv(report / "export-canvas.csv")
     assert canvas[0]["Student"] == "Points Possible" and float(canvas[0]["GAN lab"]) == full
     by_name = {r["Student"]: r for r in canvas[1:]}
     assert {name: float(r["GAN lab"]) for name, r in by_name.items()} == {s: f for s, (_, _, f) in expected.items()}
-    assert by_name["carl"]["ID"] == "1003"  # Canvas's user id, from the download's file names
+    assert by_name["s20"]["ID"] == "1020"  # Canvas's user id, from the download's file names
     merged = read_csv(report / "grades-merged.csv")
-    assert len(merged) == 3 * (6 + 9)
-    feedback = (report / "students" / "ann" / "feedback.md").read_text()
-    assert f"**{full:g} / {full:g} points** (code {code:g} / {code:g}, written {prose:g} / {prose:g})" in feedback
+    assert len(merged) == 30 * (6 + 9)
+    code, prose, _ = expected["s00"]
+    feedback = (report / "students" / "s00" / "feedback.md").read_text()
+    assert f"**{code + prose:g} / {full:g} points** (code {code:g} / {lab[0]:g}, written {prose:g} / {lab[1]:g})" \
+        in feedback, feedback[:500]
     assert "> Seen," in feedback
-    late = (report / "students" / "carl" / "feedback.md").read_text()
+    late = (report / "students" / "s20" / "feedback.md").read_text()
     assert "2 days after the deadline: -20%" in late and "*not answered*" in late
     assert (report / "summary.png").read_bytes().startswith(b"\x89PNG")
     assert "NotImplementedError" in (report / "summary.md").read_text()  # the commonest failure: not done
