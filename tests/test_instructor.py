@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,8 +25,8 @@ NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 DEADLINE = datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc)
 ANSWER = "My runs say it: my D_x was 0.83 and my FID 41.2 (the table above); the reason is ..."
 EXERCISE_ORDER = ("dcgan_networks", "gan_losses", "rebalancing_rule", "interpolation", "mlp_networks", "vae_pieces")
-QUESTION_ORDER = ("samples_answer", "curves_answer", "fid_answer", "nash_answer", "latent_answer", "modes_answer",
-                  "mlp_answer", "ablation_answer", "vae_answer")
+QUESTION_ORDER = ("samples_answer", "curves_answer", "fid_answer", "pipeline_answer", "nash_answer", "latent_answer",
+                  "modes_answer", "mlp_answer", "ablation_answer", "vae_answer")
 STUDENTS = [f"s{i:02d}" for i in range(30)]
 CANVAS = STUDENTS[15:]  # handed in through Canvas, as flat files
 DAYS_LATE = {"s20": 2, "s25": 1, "s29": 3}  # 1.5, 0.5 and 2.2 days after the deadline: started days
@@ -105,9 +106,10 @@ def course(tmp_path):
 
 
 def test_the_instructors_loop_on_a_class_of_30_from_release_to_canvas(course, tmp_path, browser):  # noqa: F811
-    source = course
+    source, clock = course, Clock()
     # 1. Release.
     assert labkit("assignment", "release", "--out", tmp_path / "release", "--source", source).returncode == 0
+    clock.lap("release")
     release = tmp_path / "release" / "notebooks"
     # The class hands in: 15 in folders of their own, 15 through Canvas (flat files, three of them late).
     for student in STUDENTS:
@@ -122,13 +124,16 @@ def test_the_instructors_loop_on_a_class_of_30_from_release_to_canvas(course, tm
     # 2. Collect the Canvas download beside the students' folders.
     done = labkit("assignment", "collect", tmp_path / "canvas", "--out", tmp_path / "submissions")
     assert done.returncode == 0 and "15 students, 135 notebooks" in done.stdout, done.stdout + done.stderr
+    clock.lap("collect")
     # 3. Grade.
     done = labkit("assignment", "grade", tmp_path / "submissions", "--out", tmp_path / "report", "--source", source,
                   "--jobs", "2", timeout=1800)
     assert done.returncode == 0, done.stderr
-    assert "30 students" in done.stdout and "9 written questions (16 points) to review" in done.stdout
+    assert "30 students" in done.stdout and "10 written questions (17 points) to review" in done.stdout
+    clock.lap("grade")
     # 4. Review: the command's page, in the browser, for the first question; the others as a second grader would.
     mark_in_the_browser(tmp_path / "report", browser)
+    clock.lap("review in the browser (30 answers)")
     questions, _ = written.load(tmp_path / "report")
     other = review.Marks(tmp_path / "report", "bo")
     for student in STUDENTS:
@@ -140,7 +145,24 @@ def test_the_instructors_loop_on_a_class_of_30_from_release_to_canvas(course, tm
     done = labkit("assignment", "export", tmp_path / "report", "--format", "canvas", "--deadline",
                   DEADLINE.isoformat(), "--late-penalty-per-day", "10")
     assert done.returncode == 0 and "not reviewed" not in done.stdout, done.stdout + done.stderr
+    clock.lap("export")
+    print(f"class of 30, load {os.getloadavg()[0]:.1f}: {clock}")  # for the README's times (pytest -s)
     check_totals(tmp_path / "report", expected_totals(source), lab_points(source))
+
+
+class Clock:
+    """Wall time of each step, for the README: "release 21 s, collect 3 s, ..."."""
+
+    def __init__(self):
+        self.laps, self.last = [], time.monotonic()
+
+    def lap(self, step):
+        now = time.monotonic()
+        self.laps.append(f"{step} {now - self.last:.0f} s")
+        self.last = now
+
+    def __str__(self):
+        return ", ".join(self.laps)
 
 
 def lab_points(source):
@@ -192,7 +214,7 @@ def check_totals(report, expected, lab):
     assert {name: float(r["GAN lab"]) for name, r in by_name.items()} == {s: f for s, (_, _, f) in expected.items()}
     assert by_name["s20"]["ID"] == "1020"  # Canvas's user id, from the download's file names
     merged = read_csv(report / "grades-merged.csv")
-    assert len(merged) == 30 * (6 + 9)
+    assert len(merged) == 30 * (6 + 10)
     code, prose, _ = expected["s00"]
     feedback = (report / "students" / "s00" / "feedback.md").read_text()
     assert f"**{code + prose:g} / {full:g} points** (code {code:g} / {lab[0]:g}, written {prose:g} / {lab[1]:g})" \
