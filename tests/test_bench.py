@@ -129,3 +129,23 @@ def test_reference_results_keeps_each_pipeline_s_runs_and_tables_apart():
     assert [p.name for p in bench.outputs("resize")] == ["reference_results_resize.csv", "reference_results_resize.md"]
     assert bench.protocol(INCEPTION_PROTOCOL, "pad") == INCEPTION_PROTOCOL  # the shipped CSV's column as it was
     assert bench.protocol(INCEPTION_PROTOCOL, "resize").endswith("resize pipeline (runs and reals)")
+
+
+def test_reference_results_fits_a_table_to_the_courses_beside_the_shipped_pad_table():
+    """The fit the README's verdict quotes: on the shipped table, the numbers bench/course_protocol.md gives."""
+    import importlib.util
+
+    from labkit.reference import COURSE, REFERENCE_CSV, load
+
+    spec = importlib.util.spec_from_file_location("reference_results", BENCH / "reference_results.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = list(load(REFERENCE_CSV).values())
+    lines = bench.fit_lines(rows, "pad")
+    assert "| pad | 75.4 | 0.79 | 4.1 | 1 of 8 |" in lines, lines  # course_protocol.md: MAE 75.4, rho 0.79
+    # A table of three configurations, one of them 1 above the course's number: within the course's spread.
+    resized = [dict(r, fid_mean=COURSE[r["experiment"]].mean + 1) if r["experiment"] == "dcgan_z16_h16" else r
+               for r in rows if r["experiment"] in ("dcgan_z16_h16", "mlp_z16", "vae_z3")]
+    lines = bench.fit_lines(resized, "resize")
+    assert any(line.startswith("| resize |") and line.endswith("| 1 of 3 |") for line in lines), lines
+    assert any(line.startswith("| pad (labkit's shipped table) |") and line.endswith("| 0 of 3 |") for line in lines)
