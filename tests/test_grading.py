@@ -175,6 +175,11 @@ def cheats(source, report):
     }
 
 
+def alone(outcome):
+    """What the gradebook must say of a student who handed in the release with only `outcome`'s exercises written."""
+    return {**{e: (False, NOT_DONE) for e in EXERCISES}, **outcome}
+
+
 def class_of_30(root, source, release, report):
     """The 30 submissions, and what the gradebook must say for each: {student: {exercise: (passed, pattern)}}."""
     expected = {}
@@ -195,17 +200,19 @@ def class_of_30(root, source, release, report):
         "mlp_networks": (right["mlp_networks"].replace("LeakyReLU(0.2", "LeakyReLU(0.1"), "computes something else"),
         "vae_pieces": (right["vae_pieces"].replace("- 1 - logvar", "- 1 + logvar"), "kl_divergence"),
     }
+    # Students who wrote one exercise hand in the release with that exercise solved (a kernel for it alone:
+    # the release's stubs need none); cheats and the two right students hand in every exercise.
     for exercise, (solution, pattern) in wrong.items():
-        submit(root / f"wrong-{exercise}", source, {exercise: solution})
-        expected[f"wrong-{exercise}"] = {exercise: (False, pattern)}
-    submit(root / "copy-a", source, {"gan_losses": OWN_LOSSES})
-    submit(root / "copy-b", source, {"gan_losses": OWN_LOSSES_RENAMED})
-    expected["copy-a"] = expected["copy-b"] = {}
+        submit(root / f"wrong-{exercise}", release, {exercise: solution})
+        expected[f"wrong-{exercise}"] = alone({exercise: (False, pattern)})
+    submit(root / "copy-a", release, {"gan_losses": OWN_LOSSES})
+    submit(root / "copy-b", release, {"gan_losses": OWN_LOSSES_RENAMED})
+    expected["copy-a"] = expected["copy-b"] = alone({"gan_losses": (True, "^passed$")})
     for name, (solutions, outcome) in cheats(source, report).items():
         submit(root / name, source, solutions)
         expected[name] = outcome
-    submit(root / "loop-forever", source, {"interpolation": right["interpolation"] + "\nwhile True:\n    pass\n"})
-    expected["loop-forever"] = {"interpolation": (False, "the exercise's time limit of 20 s")}
+    submit(root / "loop-forever", release, {"interpolation": right["interpolation"] + "\nwhile True:\n    pass\n"})
+    expected["loop-forever"] = alone({"interpolation": (False, "the exercise's time limit of 20 s")})
     submit(root / "edited-check", release, checks={"mlp_networks": "print('all good')\n"})
     expected["edited-check"] = {e: (False, NOT_DONE) for e in EXERCISES}
     folder = submit(root / "symlinked", release)
@@ -213,12 +220,14 @@ def class_of_30(root, source, release, report):
     (folder / "04_nash_equilibrium.ipynb").symlink_to(source / "04_nash_equilibrium.ipynb")
     expected["symlinked"] = {**{e: (False, NOT_DONE) for e in EXERCISES},
                              "rebalancing_rule": (False, "04_nash_equilibrium.ipynb is a symbolic link")}
-    folder = submit(root / "not-a-notebook", source)
+    folder = submit(root / "not-a-notebook", release, {"gan_losses": right["gan_losses"]})
     (folder / "09_vae.ipynb").write_text("{ this is not JSON")
-    expected["not-a-notebook"] = {"vae_pieces": (False, "09_vae.ipynb is not a notebook")}
-    folder = submit(root / "missing", source)
+    expected["not-a-notebook"] = alone({"gan_losses": (True, "^passed$"),
+                                        "vae_pieces": (False, "09_vae.ipynb is not a notebook")})
+    folder = submit(root / "missing", release, {"dcgan_networks": right["dcgan_networks"]})
     (folder / "07_mlp_gan.ipynb").unlink()
-    expected["missing"] = {"mlp_networks": (False, "07_mlp_gan.ipynb is missing")}
+    expected["missing"] = alone({"dcgan_networks": (True, "^passed$"),
+                                 "mlp_networks": (False, "07_mlp_gan.ipynb is missing")})
     assert len(expected) == 30
     return expected
 
