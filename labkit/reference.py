@@ -8,9 +8,11 @@ the lab has
     course's own code, as copied into students' public repositories, resizes
     the 28x28 digits to 32x32 (its dataset.py: Resize(32)) where labkit pads
     them (Pad(2)), and compares 3000 training images with 3000 samples
-    (main.py). The pipeline alone explains the gap to labkit's numbers: the
-    course's code scores 88.9 resized and 36.5 padded at its default settings
-    (issue 30). So every course number is labelled "(course: Resize(32))";
+    (main.py). In the course's code that pipeline puts its FIDs 2-3x above
+    labkit's (88.9 resized, 36.5 padded at its default settings); labkit's
+    code on the resized digits scores 44.3, so something else in the course's
+    code matters too (issue 30, docs/reference-results.md). So every course
+    number is labelled "(course: Resize(32))";
   * labkit's reference (labkit/assets/reference_results.csv), measured by
     bench/reference_results.py at the course's settings, with labkit's
     standard Inception FID (pytorch-fid, 3000 vs 3000) and with MNIST-FID, over
