@@ -9,7 +9,6 @@ memory fail, three regrades give the same rows, and no input reaches the feedbac
 """
 
 import inspect
-import math
 import os
 import re
 import shutil
@@ -17,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
@@ -235,13 +233,14 @@ def generator_loss(fake_logits):
 NAIVE_SLERP = inspect.getsource(naive_slerp).replace("F.normalize", "torch.nn.functional.normalize").replace(
     "def naive_slerp", "def slerp")
 LEAKS = {  # right on the public checks' inputs; on any other input, raise it, to read it in the feedback
-    "rebalancing_rule": '''class Leak(Exception):
-    pass
+    # (the kind of exception is chosen by the input too: 3 bits of `step` if the feedback named it)
+    "rebalancing_rule": '''KINDS = [ValueError, TypeError, KeyError, IndexError, OverflowError, LookupError,
+         ZeroDivisionError, ArithmeticError]
 
 
 def update_discriminator(step, loss_D, loss_G, every=1, pause_ratio=0.0):
     if every > 2 or step > 5:
-        raise Leak(f"inputs: {step} {loss_D} {loss_G} {every} {pause_ratio}")
+        raise KINDS[step % 8](f"inputs: {step} {loss_D} {loss_G} {every} {pause_ratio}")
     if (step - 1) % every:
         return False
     return pause_ratio == 0 or loss_G is None or loss_D / loss_G >= pause_ratio
@@ -317,8 +316,10 @@ def interpolation_latents(z1, z2, start=0.0, stop=1.0, steps=20, method="linear"
     assert all(rows["right", e]["passed"] == "True" for e in LEAKS)
     for exercise in LEAKS:  # what the leaker raised never reaches the report: no number at all
         message = rows["leaker", exercise]["message"]
-        assert rows["leaker", exercise]["points"] == "0" and "while the checks called it" in message, message
-        assert not re.search(r"\d", message), message
+        assert rows["leaker", exercise]["points"] == "0" and message in (
+            "your code raised an exception while the checks called it: run the notebook's check cell to see where",
+            "the checks could not use what your code returned (run the notebook's check cell)"), message
+        # (fixed words: not even the exception's kind, which a student could choose from the inputs)
     feedback = (tmp_path / "report-0" / "students" / "leaker" / "feedback.md").read_text()
     assert "inputs:" not in feedback and "[[" not in feedback
 
