@@ -200,6 +200,43 @@ def probe():
     assert probe(box, "import os\ndef probe():\n    return sorted(os.listdir('/tmp'))\n") == []
 
 
+FILLS = '''
+import os
+import signal
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the file-size limit a write then fails instead of killing
+
+
+def fill(path, megabytes):
+    written = 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for _ in range(megabytes):
+                written += os.write(fd, b"x" * 2**20)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        return [written // 2**20, err.errno]
+    return [written // 2**20, 0]
+
+
+def probe():
+    return [fill("/proc/1/fd/2", 300), fill("/x", 1), fill("/dev/x", 1), fill("/dev/shm/x", 300)]
+'''
+
+
+def test_the_kernel_cannot_fill_the_graders_disk_or_ram_past_its_limits(box):
+    """Red team: 300 MB written through /proc/1/fd/2 (bubblewrap's stderr, a file on the grader's disk) landed on
+    the host; 1 GB in /dev/shm (an unsized tmpfs: RAM no limit counts) raised the machine's shared memory."""
+    import errno
+
+    to_host, root, dev, shm = probe(box, FILLS)
+    assert to_host == [64, errno.EFBIG], to_host  # serve.FILE_BYTES, then no more
+    assert root == [0, errno.EROFS] and dev == [0, errno.EROFS], (root, dev)  # bubblewrap's own tmpfs: read-only
+    assert shm[0] <= 64 and shm[1] in (errno.EFBIG, errno.ENOSPC), shm
+
+
 def test_an_environment_under_tmp_is_seen_and_tmp_stays_writable(box):
     """A fresh clone under /tmp: its packages are bound after the kernel's own /tmp is made, so both work."""
     with tempfile.TemporaryDirectory(prefix="labkit-env-") as env:

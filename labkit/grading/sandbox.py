@@ -16,6 +16,8 @@ unprivileged user namespaces):
     --tmpfs LABKIT                 ... with labkit's own source covered by an empty folder, if it lies in them
     --tmpfs /tmp, --tmpfs /kernel  empty, private, writable; gone with the kernel
     --proc /proc, --dev /dev       its own processes only; null, zero, random, urandom
+    --tmpfs /dev/shm               sized like /tmp (an unsized tmpfs is RAM no limit counts)
+    --remount-ro /dev, /           read-only: bubblewrap's own tmpfs root and /dev take no files
 
 and nothing else: the root is a fresh tmpfs that bubblewrap pivot_roots into
 (the old root is detached, so no chroot trick climbs out of it). The
@@ -28,9 +30,10 @@ kernel is an ordinary process with its own temporary working folder and HOME,
 and it reads and writes what the grading user can. The gradebook records which
 box graded each row.
 
-Limits inside either box: the memory limit (address space) and a per-process
-CPU-time limit, set by the kernel's own start-up code before any student code
-runs (labkit/grading/serve.py). What an exercise's time limit counts, and how
+Limits inside either box: the memory limit (address space), a per-process
+CPU-time limit and a file-size limit (no file the kernel writes grows past
+serve.FILE_BYTES, not even one it reaches through /proc/1/fd), set by the
+kernel's own start-up code before any student code runs (labkit/grading/serve.py). What an exercise's time limit counts, and how
 kernels graded side by side share the cores, is labkit/grading/meter.py.
 """
 
@@ -54,7 +57,7 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache
 WORKING_FOLDER = "/kernel"  # the kernel's working folder and HOME, inside the bwrap box
 CODE_FOLDER = "/opt/labkit-kernel"  # the kernel's own code inside the box: serve.py and wire.py, nothing else
 KERNEL_UID = 1000  # the kernel's user id inside its user namespace (not root)
-TMPFS_BYTES = 256 * 2**20  # each of /tmp and /kernel
+TMPFS_BYTES = 256 * 2**20  # each of /tmp, /kernel and /dev/shm
 KERNEL_CODE = ("serve.py", "wire.py")  # labkit/grading/ files the kernel runs; the rest of labkit stays outside
 
 
@@ -143,8 +146,8 @@ def command(box, python_args):
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORKING_FOLDER, "--clearenv",
-             *_env(HOME=WORKING_FOLDER, TMPDIR="/tmp")]
+    argv += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+             "--remount-ro", "/", "--chdir", WORKING_FOLDER, "--clearenv", *_env(HOME=WORKING_FOLDER, TMPDIR="/tmp")]
     return [*argv, "--", python, *python_args]
 
 

@@ -32,6 +32,7 @@ import torch
 import wire
 
 PR_SET_PDEATHSIG = 1
+FILE_BYTES = 64 * 2**20  # the largest file the kernel may write: bubblewrap's stderr on the host included
 
 
 def main(fd, memory_bytes, cpu_seconds):
@@ -56,9 +57,12 @@ def main(fd, memory_bytes, cpu_seconds):
 
 
 def _limits(memory_bytes, cpu_seconds):
-    """Address space (beyond what torch already maps) and CPU seconds per process; killed with its parent."""
+    """Address space (beyond what torch already maps), CPU seconds per process and the size of any file it writes
+    (through /proc/1/fd/2 the kernel reaches bubblewrap's stderr, a file on the grader's disk); killed with its
+    parent."""
     in_use = _address_space()
     resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes,) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
     if sys.platform.startswith("linux"):  # a process box: die with the grader (bubblewrap does it in its box)
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
