@@ -496,7 +496,13 @@ def odd_class(root, source, release):
     odd["huge"] = {**{e: NOT_DONE for e in EXERCISES}, "vae_pieces": "09_vae.ipynb is 100 MB"}
     (root / "linked").symlink_to(root / "right")
     odd["linked"] = {e: "linked is a symbolic link" for e in EXERCISES}
-    for name in ("gradebook.csv", "grading.log", "students"):
+    folder = submit(root / "many-cells", release)  # the red team's: 1.38 M empty cells cost the grader 2.8 GB
+    nb = json.loads((folder / "07_mlp_gan.ipynb").read_text())
+    nb["cells"] += [{"cell_type": "raw", "metadata": {}, "source": ""}] * 6000
+    (folder / "07_mlp_gan.ipynb").write_text(json.dumps(nb))
+    odd["many-cells"] = {**{e: NOT_DONE for e in EXERCISES}, "mlp_networks": "07_mlp_gan.ipynb has 6,0"}
+    # Names: the report's own files, a repository's notebooks folder, an LMS download's file name (a folder).
+    for name in ("gradebook.csv", "grading.log", "students", "notebooks", "mallory_1234_5678_01_train_dcgan.ipynb"):
         submit(root / name, release)
         odd[name] = {e: NOT_DONE for e in EXERCISES}
     return odd

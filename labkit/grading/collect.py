@@ -123,9 +123,9 @@ def refuse_a_download(folder):
     """Refuse to grade a folder with no notebook, or an LMS download not yet collected: one line that says what
     to do (`labkit assignment grade` would otherwise find "0 students")."""
     folder = Path(folder)
-    if not any(folder.rglob("*.ipynb")):
+    if not any(p.is_file() for p in folder.rglob("*.ipynb")):
         raise ValueError(f"no notebook in {folder}: give the folder with the students' notebooks (one folder "
                          f"per student, or one student's NN_*.ipynb)")
-    if any(parse(p.name) for p in folder.glob("*.ipynb")):
+    if any(parse(p.name) for p in folder.glob("*.ipynb") if p.is_file()):  # a student's folder may be named so
         raise TargetError(f"{folder} is a Canvas or Moodle download (files named by student); collect it into one "
                           f"folder per student first: labkit assignment collect {folder} --out SUBMISSIONS")

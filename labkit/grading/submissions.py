@@ -23,6 +23,7 @@ from pathlib import Path
 from .assignment import BadNotebook, meta, read_notebook
 
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # notebooks with every figure stay far below; a larger file is not read
+MAX_CELLS = 5000  # the lab's notebooks have under 40; a million empty cells cost the grader 2.8 GB to parse
 
 
 @dataclass
@@ -40,8 +41,21 @@ class Submission:
 
 
 def is_submission(folder):
-    """Whether `folder` holds lab notebooks itself (one student), rather than one folder per student."""
-    return any(base.is_dir() and any(base.glob("[0-9][0-9]_*.ipynb")) for base in (folder, folder / "notebooks"))
+    """Whether `folder` holds lab notebooks itself (one student), rather than one folder per student: NN_*.ipynb
+    files of its own, or a repository's `notebooks/` of them with no student folder beside it (a class with a
+    student called "notebooks" is still a class)."""
+    folder = Path(folder)
+    if has_notebooks(folder):
+        return True
+    if not has_notebooks(folder / "notebooks"):
+        return False
+    beside = [c for c in folder.iterdir() if c.name != "notebooks" and not c.name.startswith(".") and c.is_dir()]
+    return not any(has_notebooks(c) or has_notebooks(c / "notebooks") for c in beside)
+
+
+def has_notebooks(folder):
+    """Whether `folder` is a folder with NN_*.ipynb files in it (a folder named like a notebook is not one)."""
+    return folder.is_dir() and any(p.is_file() for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
 def students(folder):
@@ -96,6 +110,9 @@ def find_notebook(folder, name):
             if path.stat().st_size > MAX_NOTEBOOK_BYTES:
                 raise ValueError(f"{name} is {path.stat().st_size / 2**20:.0f} MB; a lab notebook without "
                                  f"outputs is well under {MAX_NOTEBOOK_BYTES // 2**20} MB")
+            cells = path.read_bytes().count(b'"cell_type"')  # an upper bound, counted before anything is parsed
+            if cells > MAX_CELLS:
+                raise ValueError(f"{name} has {cells:,} cells; a lab notebook has far fewer than {MAX_CELLS:,}")
             return path
     raise FileNotFoundError(f"{name} is missing")
 
