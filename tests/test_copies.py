@@ -1,6 +1,7 @@
 """The copy detector (labkit/grading/copies.py) on solutions written by hand: honest students who wrote the
 same correct answer in their own way are never flagged; a copy with any trivial edit always is."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -166,6 +167,81 @@ def test_a_copy_with_the_networks_attribute_renamed_is_flagged(exercises):
     found = copies.similar_pairs({**class_, "alice": alice, "bob": alice.replace("self.net", "self.body")},
                                  (e.reference, e.stub))
     assert list(found) == [("alice", "bob")] and found["alice", "bob"] > 0.9, found
+
+
+# The red team's alice: a whole MLP networks solution; their two copies of it, each beaten the detector before.
+RED_ALICE = '''import torch
+from torch import nn
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, latent_dim=16):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.body = nn.Sequential(
+            nn.Linear(latent_dim, 128), nn.BatchNorm1d(128), nn.ReLU(True),
+            nn.Linear(128, 256), nn.BatchNorm1d(256), nn.ReLU(True),
+            nn.Linear(256, 512), nn.BatchNorm1d(512), nn.ReLU(True),
+            nn.Linear(512, 1024), nn.Tanh())
+
+    def forward(self, z):
+        flat = z.reshape(z.shape[0], self.latent_dim)
+        return self.body(flat).reshape(-1, 1, 32, 32)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, batch_norm=False):
+        super().__init__()
+        def norm(n):
+            return [nn.BatchNorm1d(n)] if batch_norm else []
+        self.body = nn.Sequential(
+            nn.Linear(1024, 512), *norm(512), nn.LeakyReLU(0.2, True),
+            nn.Linear(512, 256), *norm(256), nn.LeakyReLU(0.2, True),
+            nn.Linear(256, 128), *norm(128), nn.LeakyReLU(0.2, True),
+            nn.Linear(128, 1), nn.Sigmoid())
+
+    def logits(self, images):
+        return self.body[:-1](images.reshape(images.shape[0], 1024)).view(-1)
+
+    def forward(self, images):
+        return self.body(images.reshape(images.shape[0], 1024)).view(-1)
+'''
+RED_COPIES = {
+    "library aliases": RED_ALICE.replace(
+        "from torch import nn\n", "from torch import nn\n\nLin, Norm, Act, Seq = nn.Linear, nn.BatchNorm1d, "
+        "nn.LeakyReLU, nn.Sequential\n").replace("nn.Sequential(", "Seq(").replace("nn.Linear(", "Lin(")
+    .replace("nn.BatchNorm1d(", "Norm(").replace("nn.LeakyReLU(", "Act("),  # 34 of 91 shared, 0.37, before
+    "arguments at their defaults": re.sub(r"nn\.BatchNorm1d\(([^()]*)\)", r"nn.BatchNorm1d(\1, eps=1e-05)", re.sub(
+        r"nn\.Linear\(([^()]*)\)", r"nn.Linear(\1, bias=True)", RED_ALICE)).replace(
+        "nn.ReLU(True)", "nn.ReLU(inplace=True)").replace(
+        "nn.LeakyReLU(0.2, True)", "nn.LeakyReLU(negative_slope=0.2, inplace=True)"),  # 44 of 91, 0.48, before
+}
+
+
+@pytest.mark.parametrize("edit", sorted(RED_COPIES))
+def test_a_copy_with_library_aliases_or_default_arguments_added_is_flagged(exercises, edit):
+    e = exercises["mlp_networks"]
+    copy = RED_COPIES[edit]
+    assert copy != RED_ALICE
+    class_ = {"honest-1": filled(e.stub, *HONEST_MLP[1], indent="    "),
+              "erin": filled(e.stub, *ALICE_MLP, indent="    ")}  # honest-0's generator is alice's, line for line
+    found = copies.similar_pairs({**class_, "alice": RED_ALICE, "bob": copy}, (e.reference, e.stub))
+    assert list(found) == [("alice", "bob")] and found["alice", "bob"] > 0.9, found
+
+
+def test_aliases_and_default_arguments_are_normalised_but_the_students_own_names_and_other_values_are_not():
+    def same(a, b):
+        return ast.unparse(copies.normalise(ast.parse(a))) == ast.unparse(copies.normalise(ast.parse(b)))
+
+    assert same("Lin = nn.Linear\nx = Lin(4, 2)", "x = nn.Linear(4, 2)")
+    assert same("import torch\nA, B = torch.nn.ReLU, torch.tanh\nx = B(A()(y))", "import torch\nx = torch.tanh(torch.nn.ReLU()(y))")
+    assert same("x = nn.Linear(4, 2, bias=True)", "x = nn.Linear(4, 2)")
+    assert same("x = nn.LeakyReLU(negative_slope=0.2, inplace=True)", "x = nn.LeakyReLU(0.2, True)")
+    assert same("x = F.binary_cross_entropy_with_logits(a, b, reduction='mean')", "x = F.binary_cross_entropy_with_logits(a, b)")
+    assert not same("x = nn.Linear(4, 2, bias=False)", "x = nn.Linear(4, 2)")  # not the default: kept
+    assert not same("x = nn.ReLU(inplace=1)", "x = nn.ReLU(inplace=False)")
+    assert not same("def f(self):\n    net = self.net\n    return net(1)", "def f(self):\n    return self.net(1)")
+    assert not same("Lin = nn.Linear\nLin = nn.Conv2d\nx = Lin(4, 2)", "x = nn.Linear(4, 2)")  # bound twice: a variable
 
 
 def test_the_gradebook_names_the_other_student_with_the_similarity_and_keeps_the_points(exercises):

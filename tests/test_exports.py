@@ -47,6 +47,33 @@ def test_collect_turns_canvas_and_moodle_downloads_into_one_folder_per_student(t
     assert again.returncode == 0, again.stderr
 
 
+def test_collect_keeps_apart_two_students_whose_names_give_the_same_folder(tmp_path):
+    folder = download(tmp_path / "download", [  # a Moodle download: four students, two folder names
+        "Anna Müller_111_assignsubmission_file_01_train_dcgan.ipynb",
+        "Anna Möller_112_assignsubmission_file_01_train_dcgan.ipynb",
+        "Anna Möller_112_assignsubmission_file_04_nash_equilibrium.ipynb",
+        "Wei Zhang_201_assignsubmission_file_/01_train_dcgan.ipynb",
+        "Wei Zhang_202_assignsubmission_file_/01_train_dcgan.ipynb",
+        "Wei Zhang_202_assignsubmission_file_/09_vae.ipynb"])
+    done = labkit("assignment", "collect", folder, "--out", tmp_path / "class")
+    assert done.returncode == 0, done.stderr
+    assert "4 students, 6 notebooks" in done.stdout, done.stdout
+    found = sorted(p.relative_to(tmp_path / "class").as_posix() for p in (tmp_path / "class").rglob("*.ipynb"))
+    assert found == ["Anna_M_ller-111/01_train_dcgan.ipynb", "Anna_M_ller-112/01_train_dcgan.ipynb",
+                     "Anna_M_ller-112/04_nash_equilibrium.ipynb", "Wei_Zhang-201/01_train_dcgan.ipynb",
+                     "Wei_Zhang-202/01_train_dcgan.ipynb", "Wei_Zhang-202/09_vae.ipynb"]
+    roster = collect.read_roster(tmp_path / "class")
+    assert {s: (r["full_name"], r["lms_id"]) for s, r in roster.items()} == {
+        "Anna_M_ller-111": ("Anna Müller", "111"), "Anna_M_ller-112": ("Anna Möller", "112"),
+        "Wei_Zhang-201": ("Wei Zhang", "201"), "Wei_Zhang-202": ("Wei Zhang", "202")}
+    grades = [exports.Grade(s, rows=[dict(kind="code", notebook="01", points=float(i), max_points=5.0)])
+              for i, s in enumerate(sorted(roster))]
+    moodle = exports.lms_table(grades, "moodle", roster, "GAN lab").splitlines()[1:]
+    assert [line.split(",")[:2] + [line.split(",")[4]] for line in moodle] == [
+        ["Participant 111", "Anna Müller", "0"], ["Participant 112", "Anna Möller", "1"],
+        ["Participant 201", "Wei Zhang", "2"], ["Participant 202", "Wei Zhang", "3"]]
+
+
 @pytest.mark.parametrize("names, said", [
     ([], "no notebook in"),
     (["readme.txt"], "no notebook in"),

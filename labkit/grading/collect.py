@@ -14,7 +14,9 @@ Canvas's "Download Submissions" and Moodle's "Download all submissions" give one
 time, the submission time a late policy reads; a date and time in the download's name,
 2026-12-01T23-59 or 20261201-2359, replaces it) and writes SUBMISSIONS/.labkit-roster.csv
 (student, full name, LMS, LMS id, late flag), which `export` uses to match grades to the
-LMS's students. Files that are not lab notebooks (NN_*.ipynb) are left out and listed.
+LMS's students. Students are told apart by their LMS id: two whose names give the same folder
+name (two "Wei Zhang", or "Anna Müller" and "Anna Möller") get it with their id added,
+Wei_Zhang-111 and Wei_Zhang-112. Files that are not lab notebooks (NN_*.ipynb) are left out and listed.
 """
 
 import csv
@@ -67,20 +69,36 @@ def stamped(relative):
 
 
 def plan(download):
-    """({(student, notebook): source file}, {student: roster row}, [skipped files]) of a download."""
-    files, roster, skipped = {}, {}, []
+    """({(student, notebook): source file}, {student: roster row}, [skipped files]) of a download.
+
+    Students are told apart by their LMS id, never by name: two whose names clean to the same folder
+    ("Anna Müller" and "Anna Möller", or two "Wei Zhang") each get a folder named with their id too
+    (Anna_M_ller-111, Anna_M_ller-112), so neither's notebooks are lost."""
+    files, rows, skipped = {}, {}, []
     for path in sorted(p for p in Path(download).rglob("*") if p.is_file() and not p.is_symlink()):
         relative = path.relative_to(download).as_posix()
         parsed = parse(relative)
         if parsed is None:
             skipped.append(relative)
             continue
-        student, row, notebook = parsed
-        previous = files.get((student, notebook))
+        _, row, notebook = parsed
+        key = (row["lms"], row["lms_id"])
+        previous = files.get((key, notebook))
         if previous is None or path.stat().st_mtime >= previous.stat().st_mtime:  # the newest resubmission wins
-            files[student, notebook] = path
-        roster[student] = row
-    return files, roster, skipped
+            files[key, notebook] = path
+        rows[key] = row
+    folders = _folders(rows)
+    roster = {folders[key]: {**row, "student": folders[key]} for key, row in rows.items()}
+    return {(folders[key], notebook): path for (key, notebook), path in files.items()}, roster, skipped
+
+
+def _folders(rows):
+    """{(lms, lms id): folder name}: the cleaned name, with "-<id>" added where two ids clean to the same one."""
+    ids = {}
+    for key, row in rows.items():
+        ids.setdefault(row["student"], set()).add(key)
+    return {key: row["student"] if len(ids[row["student"]]) == 1 else f"{row['student']}-{row['lms_id']}"
+            for key, row in rows.items()}
 
 
 def collect(download, out):

@@ -7,7 +7,10 @@ fingerprinting", SIGMOD 2003):
   1. normalise (Python's `ast`): docstrings and unused imports dropped; every name
      the code binds (functions, classes, arguments, variables, and attributes of
      `self`) becomes `V`; a module alias becomes its module (`F` and `nnf` both
-     `torch.nn.functional`); the operands of `+ * & | ^ == !=` are sorted, so
+     `torch.nn.functional`); a name bound once to a library's dotted name becomes
+     that name (`Lin = nn.Linear`: `Lin(4, 2)` is `torch.nn.Linear(4, 2)`); a torch or
+     math call's arguments at their default are dropped and the rest put in one form
+     (`nn.ReLU(inplace=True)` is `nn.ReLU(True)`); the operands of `+ * & | ^ == !=` are sorted, so
      `a + b` is `b + a`; definitions are sorted, so their order does not count;
   2. the normalised code (`ast.unparse`) is cut into tokens (`tokenize`), and every
      run of K tokens hashed;
@@ -24,7 +27,11 @@ stay; the instructor decides.
 """
 
 import ast
+import copy
+import functools
 import hashlib
+import importlib
+import inspect
 import io
 import math
 import tokenize
@@ -36,6 +43,8 @@ THRESHOLD = 0.5  # the share of the smaller student's own fingerprints that the 
 MIN_SHARED = 4  # fingerprints in common, at least: a line or two shared by chance is not a copy
 COMMON = 10  # a fingerprint more students share (or a tenth of the class, if more) is an idiom (MOSS's -m 10)
 COMMUTATIVE = (ast.Add, ast.Mult, ast.BitAnd, ast.BitOr, ast.BitXor)
+NOTEBOOK_MODULES = {"nn": "torch.nn", "F": "torch.nn.functional"}  # what the notebooks import for the student
+LIBRARIES = ("torch", "math")  # whose callables' defaults are looked up (never a student's own module)
 
 
 def fingerprints(source):
@@ -66,9 +75,84 @@ def _tokens(code):
 
 def normalise(tree):
     """The syntax tree with what a copier changes for free made the same (see the module docstring)."""
+    tree = _Aliases(tree).visit(tree)
     tree = _Names(tree).visit(tree)
+    tree = _Defaults().visit(tree)
     tree = _Order().visit(tree)
     return ast.fix_missing_locations(tree)
+
+
+class _Aliases(ast.NodeTransformer):
+    """A name bound once to a library's dotted name (`Lin = nn.Linear`, `Lin, Seq = nn.Linear, nn.Sequential`)
+    is replaced by that dotted name wherever it is read, and its assignment goes: `Lin(4, 2)` is `nn.Linear(4, 2)`."""
+
+    def __init__(self, tree):
+        bindings, imported = {}, set()
+        for node in ast.walk(tree):
+            for name in _bound_names(node):
+                bindings[name] = bindings.get(name, 0) + 1
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imported.update(a.asname or a.name.split(".")[0] for a in node.names)
+        local = set(bindings) - imported  # a dotted name on one of these is the student's own, not a library's
+        self.aliases = {}
+        for node in ast.walk(tree):
+            pairs = _alias_pairs(node)
+            if pairs and all(bindings[target] == 1 and _dotted(value).split(".")[0] not in local
+                             for target, value in pairs):
+                self.aliases.update(pairs)
+
+    def visit_Assign(self, node):
+        pairs = _alias_pairs(node)
+        if pairs and all(self.aliases.get(target) is value for target, value in pairs):
+            return None
+        return self.generic_visit(node)
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load) and node.id in self.aliases:
+            return ast.copy_location(copy.deepcopy(self.aliases[node.id]), node)
+        return node
+
+
+def _bound_names(node):
+    """The names one node binds (an assignment's, a definition's, an argument's, an import's, an except's)."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        return [node.id]
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, ast.arg):
+        return [node.arg]
+    if isinstance(node, ast.ExceptHandler) and node.name:
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [a.asname or a.name.split(".")[0] for a in node.names]
+    return []
+
+
+def _alias_pairs(node):
+    """[(name, dotted value)] of an assignment `a = x.y` or `a, b = x.y, z` (names to dotted names only), else []."""
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return []
+    target, value = node.targets[0], node.value
+    if isinstance(target, ast.Name):
+        targets, values = [target], [value]
+    elif isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+        targets, values = target.elts, value.elts
+    else:
+        return []
+    if all(isinstance(t, ast.Name) and isinstance(v, (ast.Name, ast.Attribute)) and _dotted(v)
+           for t, v in zip(targets, values)):
+        return [(t.id, v) for t, v in zip(targets, values)]
+    return []
+
+
+def _dotted(node):
+    """"a.b.c" of a Name or a chain of attributes on one, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else None
+    return None
 
 
 class _Names(ast.NodeTransformer):
@@ -83,7 +167,8 @@ class _Names(ast.NodeTransformer):
                        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
         self.bound |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
         self.bound |= {node.name for node in ast.walk(tree) if isinstance(node, ast.ExceptHandler) and node.name}
-        self.modules, self.selves, self.scopes = {}, [], ["module"]
+        self.modules = {name: module for name, module in NOTEBOOK_MODULES.items() if name not in self.bound}
+        self.selves, self.scopes = [], ["module"]
 
     def visit_Import(self, node):
         node.names = [a for a in node.names if (a.asname or a.name.split(".")[0]) in self.used]
@@ -136,6 +221,65 @@ class _Names(ast.NodeTransformer):
         if isinstance(node.value, ast.Name) and self.selves and node.value.id == self.selves[-1]:
             node.attr = "V"  # self.net and self.body are the same attribute under another name
         return self.generic_visit(node)
+
+
+class _Defaults(ast.NodeTransformer):
+    """A call of a library's callable (torch's, math's) with its arguments in one form: those at their default
+    value dropped, the others positional up to the first one dropped or left out, keywords after, so
+    `nn.Linear(4, 2, bias=True)` is `nn.Linear(4, 2)` and `nn.ReLU(inplace=True)` is `nn.ReLU(True)`."""
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        signature = _signature(_dotted(node.func) or "")
+        if signature is None or any(isinstance(a, ast.Starred) for a in node.args) \
+                or any(k.arg is None for k in node.keywords):
+            return node
+        try:
+            bound = signature.bind(*node.args, **{k.arg: k.value for k in node.keywords})
+        except TypeError:
+            return node
+        if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values() if p.name in bound.arguments):
+            return node
+        node.args, node.keywords, gap = [], [], False
+        for parameter in signature.parameters.values():
+            value = bound.arguments.get(parameter.name)
+            if value is None or _is_default(value, parameter.default):
+                gap = True
+            elif parameter.kind is parameter.VAR_KEYWORD:
+                node.keywords += [ast.keyword(name, v) for name, v in sorted(value.items())]
+            elif parameter.kind is parameter.KEYWORD_ONLY or gap:
+                node.keywords.append(ast.keyword(parameter.name, value))
+            else:
+                node.args.append(value)
+        return node
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(dotted):
+    """The signature of a library's callable named `torch.nn.Linear` (a class: its __init__'s), or None (not a
+    library's, no Python signature). Only attributes of an imported library are read: nothing is imported
+    but the library itself."""
+    root, *path = dotted.split(".")
+    if root not in LIBRARIES or any(part.startswith("_") for part in path):
+        return None
+    try:
+        found = importlib.import_module(root)
+        for part in path:
+            found = getattr(found, part)
+        return inspect.signature(found) if callable(found) else None
+    except (AttributeError, ImportError, TypeError, ValueError):
+        return None
+
+
+def _is_default(value, default):
+    """Whether an argument's syntax is a constant equal to the parameter's default (True is not 1)."""
+    if default is inspect.Parameter.empty:
+        return False
+    try:
+        constant = ast.literal_eval(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return type(constant) is type(default) and constant == default
 
 
 def _drop_docstring(node):
