@@ -259,6 +259,22 @@ def test_the_gradebook_names_the_other_student_with_the_similarity_and_keeps_the
     assert {r[0]["points"] for r in rows.values()} == {e.points}
 
 
+def test_a_solution_of_megabytes_is_not_compared_and_the_others_still_are(exercises):
+    """Red team: a 10 MB solution cell cost the grading process 2.5 GB to fingerprint (then the OOM killer took
+    every student's report). Solutions over copies.MAX_SOURCE characters are left out of the comparison."""
+    from labkit.grading.gradebook import row
+    from labkit.grading.submissions import Submission
+
+    e = exercises["gan_losses"]
+    alice = filled(e.stub, *ALICE)
+    huge = alice + "\n" + "x = 1\n" * (copies.MAX_SOURCE // 6 + 1)  # alice's code, padded past the cap
+    sources = {"alice": alice, "bob": edits(alice)["all of them at once"], "mallory": huge}
+    class_ = [Submission(name, Path(name), {(e.notebook, e.name): [source]}) for name, source in sources.items()]
+    rows = {name: [row(name, e, True, "passed")] for name in sources}
+    copies.flag(rows, class_, [e])
+    assert [rows[name][0]["copy_of"] for name in sources] == ["bob (1.00)", "alice (1.00)", ""]
+
+
 def test_code_that_does_not_parse_or_is_too_deep_has_no_fingerprint():
     assert copies.fingerprints("def f(:") == set()
     assert copies.fingerprints("x = " + "-" * 900 + "1\n") == set()

@@ -44,6 +44,7 @@ MIN_SHARED = 4  # fingerprints in common, at least: a line or two shared by chan
 COMMON = 10  # a fingerprint more students share (or a tenth of the class, if more) is an idiom (MOSS's -m 10)
 COMMUTATIVE = (ast.Add, ast.Mult, ast.BitAnd, ast.BitOr, ast.BitXor)
 NOTEBOOK_MODULES = {"nn": "torch.nn", "F": "torch.nn.functional"}  # what the notebooks import for the student
+MAX_SOURCE = 64 * 2**10  # characters: a lab solution is a few thousand; a 10 MB cell cost the grader 2.5 GB to parse
 LIBRARIES = ("torch", "math")  # whose callables' defaults are looked up (never a student's own module)
 
 
@@ -369,8 +370,8 @@ def flag(rows, class_, exercises):
     for exercise in exercises:
         key = (exercise.notebook, exercise.name)
         solutions = {s.student: "\n\n".join(s.cells[key]) for s in class_ if key in s.cells}
-        solutions = {student: source for student, source in solutions.items()
-                     if source.strip() != exercise.stub.strip()}  # a student who left the stub is not compared
+        solutions = {student: source for student, source in solutions.items()  # a student who left the stub, or
+                     if source.strip() != exercise.stub.strip() and len(source) <= MAX_SOURCE}  # wrote 64 KB: not compared
         found = {}
         for (a, b), similarity in similar_pairs(solutions, (exercise.reference, exercise.stub)).items():
             found.setdefault(a, []).append((similarity, b))
