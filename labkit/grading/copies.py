@@ -370,8 +370,9 @@ def flag(rows, class_, exercises):
     for exercise in exercises:
         key = (exercise.notebook, exercise.name)
         solutions = {s.student: "\n\n".join(s.cells[key]) for s in class_ if key in s.cells}
-        solutions = {student: source for student, source in solutions.items()  # a student who left the stub, or
-                     if source.strip() != exercise.stub.strip() and len(source) <= MAX_SOURCE}  # wrote 64 KB: not compared
+        # Not compared: a student who left the stub, or wrote more than MAX_SOURCE characters.
+        solutions = {student: source for student, source in solutions.items()
+                     if source.strip() != exercise.stub.strip() and len(source) <= MAX_SOURCE}
         found = {}
         for (a, b), similarity in similar_pairs(solutions, (exercise.reference, exercise.stub)).items():
             found.setdefault(a, []).append((similarity, b))

@@ -126,7 +126,8 @@ def check_reference(paths, timeout=120):
     that passed is remembered in the user's cache by the notebooks' and labkit's content: checked once."""
     exercises = exercises_of({p.name: read_notebook(p) for p in paths})
     stamp = reference_stamp(exercises)
-    said = f"labkit: the instructor's solutions pass their own checks ({len(exercises)} exercise{'' if len(exercises) == 1 else 's'}"
+    count = f"{len(exercises)} exercise" + ("" if len(exercises) == 1 else "s")
+    said = f"labkit: the instructor's solutions pass their own checks ({count}"
     if stamp.is_file():
         print(f"{said}; unchanged since they were graded)")
         return
