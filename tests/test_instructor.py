@@ -25,7 +25,7 @@ NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 DEADLINE = datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc)
 ANSWER = "My runs say it: my D_x was 0.83 and my FID 41.2 (the table above); the reason is ..."
 EXERCISE_ORDER = ("dcgan_networks", "gan_losses", "rebalancing_rule", "interpolation", "mlp_networks", "vae_pieces")
-QUESTION_ORDER = ("samples_answer", "curves_answer", "fid_answer", "pipeline_answer", "nash_answer", "latent_answer",
+QUESTION_ORDER = ("samples_answer", "curves_answer", "pipeline_answer", "fid_answer", "nash_answer", "latent_answer",
                   "modes_answer", "mlp_answer", "ablation_answer", "vae_answer")
 STUDENTS = [f"s{i:02d}" for i in range(30)]
 CANVAS = STUDENTS[15:]  # handed in through Canvas, as flat files
