@@ -2,7 +2,7 @@
 
 Put this file at the root of the nbgrader course folder (beside source/, submitted/,
 autograded/), with labkit installed in the environment nbgrader runs in.
-tests/test_nbgrader.py runs generate_assignment, autograde and export with it.
+tests/test_nbgrader.py runs generate_assignment, autograde, the formgrader and export with it.
 """
 
 import os
