@@ -174,8 +174,10 @@ def test_a_check_can_hand_the_students_code_networks_built_in_the_box(tmp_path):
     assert buffers["message"] == "a hidden check failed", buffers  # nothing of the hidden network shown
 
 
-def test_a_release_whose_reference_fails_its_own_check_is_refused_and_writes_nothing(tmp_path):
+def test_a_release_whose_reference_fails_its_own_check_is_refused_and_writes_nothing(tmp_path, monkeypatch):
     from course import KERNEL, marked
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where a passing reference is remembered
 
     solution, check = worked_example()
     broken = check.replace("((real > 0).sum() + (fake < 0).sum()) / 96.0", "((real > 0).sum() + (fake < 0).sum()) / 64.0")
