@@ -198,3 +198,9 @@ def test_a_release_whose_reference_fails_its_own_check_is_refused_and_writes_not
     assert done.returncode == 0 and "solutions pass their own checks (1 exercise, graded now)" in done.stdout
     again = labkit("assignment", "release", "--out", tmp_path / "release", "--source", source, "--force")
     assert again.returncode == 0 and "unchanged since they were graded" in again.stdout, again.stdout
+    # A cache that cannot be written (here a file where its folder would be): graded again, released all the same.
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    third = labkit("assignment", "release", "--out", tmp_path / "release", "--source", source, "--force")
+    assert third.returncode == 0 and "graded now" in third.stdout and "labkit" not in third.stderr, third.stderr
+    assert (tmp_path / "not-a-folder").read_text() == ""

@@ -172,7 +172,7 @@ def student_version(nb):
 def release(out, source=None, force=False, check_reference=None):
     """Write the student version of every lab notebook into out/notebooks/.
 
-    `check_reference(paths)` (labkit/grading/gradebook.py's, from the CLI) grades the instructor's solutions
+    `check_reference(notebooks)` (labkit/grading/gradebook.py's, from the CLI) grades the instructor's solutions
     with their own checks first: a release whose reference fails a check is refused, nothing written.
 
     Checked before anything is written (labkit/runs/targets.py): out/notebooks
@@ -187,13 +187,13 @@ def release(out, source=None, force=False, check_reference=None):
     output_folder(out, names, inputs=[paths[0].parent, *paths], overwrite=force, ours=is_student_version,
                   replacing="the notebooks labkit released there (students' work in them would be lost)")
     check_writable(out)
-    notebooks = {}
+    instructor, notebooks = {}, {}
     for path in paths:
-        nb = read_notebook(path)
-        check_marks(nb, path.name)
-        notebooks[path.name] = student_version(nb)
+        instructor[path.name] = read_notebook(path)
+        check_marks(instructor[path.name], path.name)
+        notebooks[path.name] = student_version(instructor[path.name])
     if check_reference is not None:
-        check_reference(paths)
+        check_reference(instructor)
     for name, nb in notebooks.items():
         text = nbformat.writes(nb)
         write_made(out, f"notebooks/{name}", (text if text.endswith("\n") else text + "\n").encode())

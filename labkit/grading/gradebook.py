@@ -118,13 +118,13 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     return 2 if single and problems else 0
 
 
-def check_reference(paths, timeout=120):
+def check_reference(notebooks, timeout=120):
     """Grade the instructor's own solutions with their own checks, public and hidden, before a release: a check
     the reference fails would fail every student. ValueError, one line naming the exercise, if one fails.
 
     The reference is the instructor's code, so it runs in a box of processes (no bubblewrap needed). A lab
     that passed is remembered in the user's cache by the notebooks' and labkit's content: checked once."""
-    exercises = exercises_of({p.name: read_notebook(p) for p in paths})
+    exercises = exercises_of(notebooks)  # {file name: the instructor's notebook}, as the release read them
     stamp = reference_stamp(exercises)
     count = f"{len(exercises)} exercise" + ("" if len(exercises) == 1 else "s")
     said = f"labkit: the instructor's solutions pass their own checks ({count}"
