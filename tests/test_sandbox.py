@@ -10,6 +10,7 @@ unprivileged user namespace.
 
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -327,6 +328,60 @@ def test_a_cell_that_never_ends_is_a_timeout_that_counts_its_own_cpu_only(box, c
         assert kernel.meter.kind == count
         with pytest.raises(KernelTimeout, match="time limit of 4 s of CPU time"):
             kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")
+
+
+def test_children_linux_would_reap_unseen_still_count_against_the_limit(box, monkeypatch):
+    """Issue 26's last break, as an ordinary user (the process-tree count): a kernel that ignores SIGCHLD has
+    its ended children reaped by Linux, their CPU added to no process. The kernel's seccomp filter makes that
+    call a no-op that reports success: each child burns 1 s and ends, and the limit of 3 s still stops it."""
+    monkeypatch.setattr(meter, "_make_cgroups", lambda name: {})
+    code = """
+import os, signal, time
+
+def probe():
+    assert signal.signal(signal.SIGCHLD, signal.SIG_IGN) is not None  # no error: the call simply does nothing
+    for _ in range(30):
+        done_r, done_w = os.pipe()
+        if os.fork() == 0:
+            started = time.process_time()
+            while time.process_time() - started < 1.0:
+                pass
+            os.write(done_w, b"x")
+            os._exit(0)
+        os.read(done_r, 1)  # the kernel sleeps while its child works
+    return "30 s of children's CPU, unseen"
+"""
+    with Kernel([code], {}, box, 3) as kernel:
+        assert kernel.meter.kind == "process tree"
+        with pytest.raises(KernelTimeout, match="time limit of 3 s of CPU time"):
+            kernel.request("call", target="probe", args=[], kwargs={}, what="probe()")
+
+
+def test_the_seccomp_filter_skips_only_a_new_action_for_sigchld():
+    """The filter itself, in a child Python: SIGCHLD's action can be read, not changed (the call says it worked);
+    other signals' actions change as before; an ended child ignored this way stays a zombie until waited for."""
+    code = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import serve
+serve._children_stay_counted()
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+import time; time.sleep(0.5)
+state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+usr1 = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+os.kill(os.getpid(), signal.SIGUSR1)  # ignored: really changed
+print(state, usr1, os.waitpid(pid, 0)[0] == pid)
+"""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64"):
+        pytest.skip("the filter is made for Linux on x86_64 and aarch64")
+    done = subprocess.run([sys.executable, "-c", code, str(sandbox.kernel_code_folder())], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Z", "True", "True"]
 
 
 def test_memory_beyond_the_limit_is_an_error_in_the_students_code_not_the_machines(secrets_):

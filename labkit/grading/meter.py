@@ -13,7 +13,8 @@ machine allows (tried, in this order):
   * else the sum over the kernel's process tree, read from /proc: a process
     that ends is counted in its parent's children's time, and an orphan is
     adopted by the kernel's own PID 1 (bubblewrap's PID namespace), so nothing
-    leaves the tree. On macOS (a process box): the kernel process's own time.
+    leaves the tree (a child Linux would reap unseen, its parent ignoring
+    SIGCHLD, stays a zombie instead: serve.py's seccomp filter). On macOS (a process box): the kernel process's own time.
 
 The wall clock stops only a kernel that sleeps rather than computes (kernel.py's
 Clock), and any kernel after WALL_FACTOR times its limit: the backstop.

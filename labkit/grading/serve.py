@@ -4,8 +4,8 @@ The grader (labkit/grading/kernel.py) starts this file in a fresh Python in the
 box (labkit/grading/sandbox.py), as a script beside wire.py: labkit itself is
 not there. It
 
-  1. imports torch, sets its own limits (memory, CPU time per process) and says
-     {"started": true}: before any student code runs, so that message cannot be
+  1. imports torch, sets its own limits (memory, CPU time per process, children
+     that cannot hide their CPU) and says {"started": true}: before any student code runs, so that message cannot be
      forged, and the grader's clock for the student starts there;
   2. receives the job, {"cells": [...], "helpers": {"labkit.models": "source"}},
      builds a stand-in `labkit` package of those helpers only, runs the cells and
@@ -20,9 +20,11 @@ Nothing here returns to the grader but plain data.
 import builtins
 import ctypes
 import os
+import platform
 import resource
 import signal
 import socket
+import struct
 import sys
 import types
 
@@ -31,7 +33,7 @@ import torch
 
 import wire
 
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 22, 38
 FILE_BYTES = 64 * 2**20  # the largest file the kernel may write: bubblewrap's stderr on the host included
 
 
@@ -66,6 +68,53 @@ def _limits(memory_bytes, cpu_seconds):
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
     if sys.platform.startswith("linux"):  # a process box: die with the grader (bubblewrap does it in its box)
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _children_stay_counted()
+
+
+# A process that ignores SIGCHLD (or sets SA_NOCLDWAIT) has its ended children reaped by Linux at once: their
+# CPU time is then added to no process, and a time limit that sums the kernel's process tree (grading as an
+# ordinary user: labkit/grading/meter.py) never sees it (a red team ran 120 s of CPU under a 20 s limit so).
+# The filter below makes rt_sigaction(SIGCHLD, new action) a call that does nothing and reports success, for
+# the kernel and everything it starts (a seccomp filter is inherited and cannot be removed): an ended child
+# stays a zombie, whose CPU /proc still shows, until its parent waits for it, which adds it to the parent's.
+# Honest code is not broken: asking for the current action still works, and a handler that is not installed
+# (torch's DataLoader installs one to report dead workers) changes nothing a check sees.
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 13), "aarch64": (0xC00000B7, 134)}  # audit arch, rt_sigaction's number
+SECCOMP_MODE_FILTER, RET_ALLOW, RET_ERRNO = 2, 0x7FFF0000, 0x00050000
+X32_BIT = 0x40000000  # x86_64's x32 system calls: a second way in, refused
+
+
+def seccomp_program(arch, rt_sigaction):
+    """The classic-BPF program (seccomp_data: nr at byte 0, arch at 4, args[i] at 16 + 8i, little-endian)."""
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, skip, refuse = 11, 12, 13  # the last three instructions' indexes; a jump counts from the next one
+    program = [
+        (load, 0, 0, 4), (jeq, 0, refuse - 2, arch),  # 0-1: another architecture's calls: refused
+        (load, 0, 0, 0), (jge, refuse - 4, 0, X32_BIT),  # 2-3: the call's number; x32 calls: refused
+        (jeq, 0, allow - 5, rt_sigaction),  # 4: any other call: allowed
+        (load, 0, 0, 16), (jeq, 0, allow - 7, signal.SIGCHLD),  # 5-6: another signal's action: allowed
+        (load, 0, 0, 24), (jeq, 0, skip - 9, 0),  # 7-8: a new action given (pointer's low half)...
+        (load, 0, 0, 28), (jeq, allow - 11, skip - 11, 0),  # 9-10: (...or high half): skipped
+        (ret, 0, 0, RET_ALLOW), (ret, 0, 0, RET_ERRNO | 0), (ret, 0, 0, RET_ERRNO | 1),  # 11-13: 0 = success
+    ]
+    return b"".join(struct.pack("HBBI", *instruction) for instruction in program)
+
+
+def _children_stay_counted():
+    """Install the seccomp filter above (Linux on x86_64 or aarch64; elsewhere the meter's documented gap)."""
+    if platform.machine() not in SECCOMP_ARCH:
+        return
+    code = seccomp_program(*SECCOMP_ARCH[platform.machine()])
+    buffer = ctypes.create_string_buffer(code, len(code))
+
+    class Program(ctypes.Structure):  # struct sock_fprog
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    program = Program(len(code) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) or \
+            libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0):
+        raise OSError(ctypes.get_errno(), "seccomp filter refused: " + os.strerror(ctypes.get_errno()))
 
 
 def _address_space():
