@@ -26,6 +26,8 @@ never changes what another notebook loads.
 import csv
 import inspect
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +267,32 @@ def banner(notebook=None):
               f"16 takes about {max(1, round(seconds * p.steps / 60))} min.")
     others = [name for name in PROFILES if name != p.name]
     print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
+    said = keep_widgets_on_reopen()
+    if said:
+        print(said)
+
+
+WIDGET_SETTINGS = Path(__file__).parent / "assets" / "jupyterlab" / "labkit.json"
+
+
+def keep_widgets_on_reopen(app_dir=None):
+    """Make JupyterLab save the widgets' state with each notebook (its setting "Save Widget State
+    Automatically"), so a notebook reopened later shows the sliders' last plots, not "Error displaying
+    widget: model not found". JupyterLab reads package defaults from {app_dir}/settings/overrides.d/; a regular
+    install puts labkit's there (pyproject.toml), an editable one does not, so this copies it once. Returns
+    what the student should know (None when nothing changed)."""
+    app_dir = Path(app_dir or os.environ.get("JUPYTERLAB_DIR") or Path(sys.prefix) / "share" / "jupyter" / "lab")
+    target = app_dir / "settings" / "overrides.d" / WIDGET_SETTINGS.name
+    if target.exists():
+        return None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(WIDGET_SETTINGS, target)
+    except OSError:
+        return ("JupyterLab cannot be set to save widget state here: turn on Settings > Save Widget State "
+                "Automatically, or reopened notebooks show 'model not found' where the sliders were.")
+    return ("labkit turned on JupyterLab's 'Save Widget State Automatically' (sliders and their plots reopen "
+            "with the notebook): reload this browser tab once for it to apply.")
 
 
 def show(*objects):

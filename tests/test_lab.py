@@ -1,3 +1,7 @@
+import os
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -92,3 +96,23 @@ def test_the_steps_slider_stops_where_a_student_wants_to_stop():
     slider = lab.steps_slider()
     assert list(slider.options) == sorted({100, 500, 1000, 2000, 5000, 10000, lab.profile().steps})
     assert slider.value == lab.profile().steps and not slider.continuous_update
+
+
+def test_jupyterlab_is_set_to_save_widget_state_so_reopened_sliders_show_their_plot(tmp_path):
+    """Issue 27: a reopened notebook showed "Error displaying widget: model not found" where the sliders and their
+    plots were. JupyterLab itself (jupyterlab_server's settings code) reads labkit's default from the app folder."""
+    from jupyterlab_server.settings_utils import get_settings
+
+    said = lab.keep_widgets_on_reopen(tmp_path)
+    assert "reload this browser tab once" in said
+    assert lab.keep_widgets_on_reopen(tmp_path) is None  # once only: a student's own choice later is kept
+    schemas = Path(sys.prefix) / "share" / "jupyter" / "labextensions"
+    found, _ = get_settings(str(tmp_path / "settings"), str(tmp_path / "no-schemas"), str(tmp_path / "user"),
+                            schema_name="@jupyter-widgets/jupyterlab-manager:plugin", labextensions_path=[str(schemas)])
+    assert found["schema"]["properties"]["saveState"]["default"] is True  # the page reads its default from here
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes anyway: a file where the folder should be stops it the same way
+        (read_only / "settings").write_text("")
+    assert "Settings > Save Widget State Automatically" in lab.keep_widgets_on_reopen(read_only)
