@@ -55,8 +55,8 @@ class DigitCounts:
         return [d for d in range(10) if self.counts[d] == 0]
 
     def __str__(self):
-        first = (f"most of these samples are not digits ({self.not_digits} of {self.total}): the GAN has not "
-                 f"learned yet, so the counts below say little. " if self.mostly_not_digits else "")
+        first = (f"most of these samples are not digits ({self.not_digits} of {self.total}): the generator has not "
+                 f"learned digits yet, so the counts below say little. " if self.mostly_not_digits else "")
         return (first + f"counts {self.counts.tolist()} + {self.unsure} unsure + {self.not_digits} not digits "
                 f"of {self.total}; chi2 = {self.chi2:.1f}, p = {self.p_value:.3g}; entropy {self.entropy_bits:.2f} "
                 f"of 3.32 bits")

@@ -77,4 +77,5 @@ def test_real_digits_are_digits_and_noise_blanks_shuffles_and_blurs_are_not(mnis
 def test_counts_of_noise_say_first_that_these_are_not_digits():
     counts = analysis.count_digits(torch.rand(100, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
     assert counts.not_digits == 100 and counts.counts.sum() == 0 and counts.total == 100
-    assert str(counts).startswith("most of these samples are not digits (100 of 100): the GAN has not learned yet")
+    assert str(counts).startswith("most of these samples are not digits (100 of 100): the generator has not "
+                                  "learned digits yet")
