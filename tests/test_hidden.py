@@ -5,7 +5,7 @@ reference or a student's wrong answer bound to the exercise's names, on many
 seeds: the reference passes on every seed, and each wrong answer a hidden check
 means to catch fails on every seed (its branch is always reached). The last ones
 run the real grader on real notebooks: a lookup table and a loss that answers from
-memory fail, three regrades give the same rows, and no input reaches the feedback.
+memory fail, two gradings give the same rows, and no input reaches the feedback.
 """
 
 import inspect
@@ -290,7 +290,7 @@ def graded(submissions, report, source, **env):
     return {(r["student"], r["exercise"]): r for r in read_csv(report / "gradebook.csv")}
 
 
-def test_wrong_answers_that_fixed_inputs_let_through_fail_and_three_regrades_agree(course, tmp_path):
+def test_wrong_answers_that_fixed_inputs_let_through_fail_and_regrades_agree(course, tmp_path):
     source, release = course
     notebooks = release / "notebooks"
     submit(tmp_path / "class" / "table", notebooks, {"rebalancing_rule": TABLE.format(known=fixed_answers()),
@@ -304,10 +304,10 @@ def interpolation_latents(z1, z2, start=0.0, stop=1.0, steps=20, method="linear"
     submit(tmp_path / "class" / "leaker", notebooks, LEAKS)
     submit(tmp_path / "class" / "right", notebooks, {e: reference(source, e) for e in LEAKS})
 
-    gradings = [graded(tmp_path / "class", tmp_path / f"report-{n}", source) for n in range(3)]
-    assert gradings[0] == gradings[1] == gradings[2]  # every row, points and messages: the same inputs each time
-    logs = [(tmp_path / f"report-{n}" / "grading.log").read_text().splitlines()[1:] for n in range(3)]
-    assert logs[0] == logs[1] == logs[2]
+    gradings = [graded(tmp_path / "class", tmp_path / f"report-{n}", source) for n in range(2)]
+    assert gradings[0] == gradings[1]  # every row, points and messages: the same inputs each time
+    logs = [(tmp_path / f"report-{n}" / "grading.log").read_text().splitlines()[1:] for n in range(2)]
+    assert logs[0] == logs[1]
     rows = gradings[0]
     assert rows["table", "rebalancing_rule"]["points"] == "0" and rows["table", "rebalancing_rule"]["message"]. \
         startswith("D must ")
