@@ -74,6 +74,17 @@ def test_collect_keeps_apart_two_students_whose_names_give_the_same_folder(tmp_p
         ["Participant 201", "Wei Zhang", "2"], ["Participant 202", "Wei Zhang", "3"]]
 
 
+def test_a_display_name_that_is_a_formula_stays_text_in_the_roster_and_comes_back_as_given(tmp_path):
+    """Red team: a Moodle display name `=HYPERLINK(...)` reached the roster a spreadsheet opens, unquoted."""
+    name = '=HYPERLINK("http:\\\\evil.example";"click")'
+    folder = download(tmp_path / "download", [f"{name}_333_assignsubmission_file_01_train_dcgan.ipynb"])
+    done = labkit("assignment", "collect", folder, "--out", tmp_path / "class")
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "class" / collect.ROSTER).read_text()
+    assert "'=HYPERLINK" in text and ',"=HYPERLINK' not in text and ",=HYPERLINK" not in text, text
+    assert [r["full_name"] for r in collect.read_roster(tmp_path / "class").values()] == [name]
+
+
 @pytest.mark.parametrize("names, said", [
     ([], "no notebook in"),
     (["readme.txt"], "no notebook in"),

@@ -496,11 +496,18 @@ def odd_class(root, source, release):
     odd["huge"] = {**{e: NOT_DONE for e in EXERCISES}, "vae_pieces": "09_vae.ipynb is 100 MB"}
     (root / "linked").symlink_to(root / "right")
     odd["linked"] = {e: "linked is a symbolic link" for e in EXERCISES}
-    folder = submit(root / "many-cells", release)  # the red team's: 1.38 M empty cells cost the grader 2.8 GB
-    nb = json.loads((folder / "07_mlp_gan.ipynb").read_text())
-    nb["cells"] += [{"cell_type": "raw", "metadata": {}, "source": ""}] * 6000
-    (folder / "07_mlp_gan.ipynb").write_text(json.dumps(nb))
-    odd["many-cells"] = {**{e: NOT_DONE for e in EXERCISES}, "mlp_networks": "07_mlp_gan.ipynb has 6,0"}
+    folder = submit(root / "many-cells", release)  # the red team's: 1.2 M cells whose key is spelled "cell\u005ftype"
+    nb = json.loads((folder / "07_mlp_gan.ipynb").read_text())  # passed a count of '"cell_type"' and cost 2.3 GB
+    nb["cells"] += [{"cell_type": "raw", "metadata": {}, "source": ""}] * 120_000
+    (folder / "07_mlp_gan.ipynb").write_text(json.dumps(nb).replace('"cell_type"', '"cell\\u005ftype"'))
+    odd["many-cells"] = {**{e: NOT_DONE for e in EXERCISES}, "mlp_networks": "07_mlp_gan.ipynb holds about 6"}
+    folder = submit(root / "nested", release)  # and 21 M empty lists in the metadata (60 MB) cost it 3.6 GB
+    nb = json.loads((folder / "04_nash_equilibrium.ipynb").read_text())
+    nb["metadata"]["x"] = [[]] * 600_000
+    (folder / "04_nash_equilibrium.ipynb").write_text(json.dumps(nb))
+    odd["nested"] = {**{e: NOT_DONE for e in EXERCISES}, "rebalancing_rule": "04_nash_equilibrium.ipynb holds about 1,2"}
+    (root / "03_fid_sweep.ipynb").write_bytes((release / "03_fid_sweep.ipynb").read_bytes())  # a stray upload: not
+    # a student, and the class beside it is still a class (the red team's turned the class into one student)
     # Names: the report's own files, a repository's notebooks folder, an LMS download's file name (a folder).
     for name in ("gradebook.csv", "grading.log", "students", "notebooks", "mallory_1234_5678_01_train_dcgan.ipynb"):
         submit(root / name, release)
@@ -524,6 +531,8 @@ def test_whatever_one_students_folder_holds_costs_only_that_students_rows(course
     for student in [*odd, "right"]:
         assert read_csv(tmp_path / "report" / "students" / student / "grades.csv")[0]["exercise"] == "dcgan_networks"
     assert (tmp_path / "report" / "grading.log").is_file()
+    assert "labkit: warning: 03_fid_sweep.ipynb lies beside the students' folders, in no student's: not graded" \
+        in done.stderr
 
 
 def test_a_grading_process_that_dies_costs_only_its_student_who_is_graded_once_more(course, tmp_path, monkeypatch):

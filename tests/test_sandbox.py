@@ -401,13 +401,11 @@ def small():
         assert kernel.request("call", target="small", args=[], kwargs={}, what="small()")["output"] == 3
 
 
-@pytest.mark.skipif(not CGROUPS, reason="a kernel's processes are capped by its pids cgroup, "
-                                                           "which only root makes")
-def test_a_fork_bomb_stops_at_the_process_limit(box):
-    code = '''
+BOMBS = '''
 import os, time
+threading = __import__("torch").cuda.threading  # the red team's way past the rules' `import threading`
 
-def probe():
+def forks():
     made = 0
     try:
         for _ in range(200):
@@ -418,8 +416,74 @@ def probe():
     except OSError:
         pass
     return made
+
+def threads():
+    made = 0
+    try:
+        for _ in range(200):
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+            made += 1
+    except RuntimeError:
+        pass
+    return made
 '''
-    assert probe(box, code) < meter.MAX_PROCESSES
+
+BOMBS_GRADER = '''
+import json, sys
+from labkit.grading import sandbox
+from labkit.grading.kernel import Kernel
+
+box = sandbox.make_box(sandbox.choose(), [])
+made = []
+for target in ("forks", "threads", "forks"):  # the last: a classmate's kernel after the bombs
+    with Kernel([open(sys.argv[1]).read()], {}, box, 30) as kernel:
+        made.append(kernel.request("call", target=target, args=[], kwargs={}, what=target + "()")["output"])
+        made.append(kernel.meter.kind)
+print(json.dumps(made))
+'''
+
+
+def bombs(grader_argv, env):
+    done = subprocess.run(grader_argv, env=env, capture_output=True, text=True, timeout=600) if env is None else \
+        as_nobody(grader_argv, env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not CGROUPS, reason="as root: the kernel's pids cgroup, which only root makes")
+def test_a_fork_bomb_or_a_thread_bomb_stops_at_the_pids_cgroup_as_root(box):
+    for target in ("forks", "threads"):
+        with Kernel([BOMBS], {}, box, 30) as kernel:
+            assert kernel.meter.kind == "cgroup"
+            assert kernel.request("call", target=target, args=[], kwargs={}, what="x()")["output"] < meter.MAX_PROCESSES
+
+
+def test_a_fork_bomb_or_a_thread_bomb_stops_at_the_box_task_limit_as_an_ordinary_user():
+    """Red team: graded by an ordinary user (no pids cgroup), a kernel started threads until the user's limit, and
+    the classmate graded beside it could not start a kernel ("bwrap: Creating new namespace failed"). The
+    kernel's RLIMIT_NPROC counts its own box's tasks (uid 1000 of its own user namespace) and stops both bombs."""
+    import labkit
+
+    scene = Path(tempfile.mkdtemp(prefix="labkit-bombs-"))
+    try:
+        shutil.copytree(Path(labkit.__file__).parent, scene / "src" / "labkit",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (scene / "bombs.py").write_text(BOMBS)
+        (scene / "grader.py").write_text(BOMBS_GRADER)
+        argv = [sys.executable, str(scene / "grader.py"), str(scene / "bombs.py")]
+        if ROOT:
+            for path in [scene, *scene.rglob("*")]:
+                os.chown(path, NOBODY, NOBODY)
+            env = {"PATH": os.environ["PATH"], "HOME": str(scene), "PYTHONPATH": str(scene / "src"),
+                   "PYTHONDONTWRITEBYTECODE": "1"}
+            forks, kind, threads, _, classmate, _ = bombs(argv, env)
+        else:
+            forks, kind, threads, _, classmate, _ = bombs(argv, None)
+    finally:
+        shutil.rmtree(scene, ignore_errors=True)
+    assert kind == "process tree"
+    assert forks < meter.MAX_PROCESSES and threads < meter.MAX_PROCESSES, (forks, threads)
+    assert classmate > 10  # a kernel started after the bombs works as ever
 
 
 def test_labkit_in_the_kernel_holds_only_the_helpers_the_exercise_names(box):

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..runs.targets import TargetError, output_folder, write_made
+from .inert import FORMULA_STARTS, csv_cell
 
 ROSTER = ".labkit-roster.csv"
 ROSTER_COLUMNS = ("student", "full_name", "lms", "lms_id", "late")
@@ -120,7 +121,7 @@ def collect(download, out):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=ROSTER_COLUMNS)
     writer.writeheader()
-    writer.writerows(roster[s] for s in sorted(roster))
+    writer.writerows({k: csv_cell(v) for k, v in roster[s].items()} for s in sorted(roster))  # a name may be =...
     write_made(out, ROSTER, text.getvalue().encode())
     print(f"labkit: {len(roster)} students, {len(files)} notebooks from {download} into {out}"
           + (f"; left out {len(skipped)} files that are no lab notebook: {', '.join(skipped[:5])}"
@@ -134,7 +135,13 @@ def read_roster(submissions):
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        return {r["student"]: r for r in csv.DictReader(f)}
+        rows = [{k: _uncell(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return {r["student"]: r for r in rows}
+
+
+def _uncell(value):
+    """The text csv_cell quoted, as the LMS gave it."""
+    return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:].startswith(FORMULA_STARTS) else value
 
 
 def refuse_a_download(folder):

@@ -56,7 +56,7 @@ from . import copies, inert, meter, sandbox, secret, written
 from .collect import refuse_a_download
 from .assignment import check_marks, lab_notebooks, read_notebook
 from .grade import exercises_of, grade_exercise
-from .submissions import Submission, is_submission, read_submission, students
+from .submissions import Submission, is_submission, read_submission, stray_notebooks, students
 
 GRADEBOOK_COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "passed", "message", "copy_of",
                      "box")
@@ -80,6 +80,9 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     exercises = exercises_of(instructor)
     single = is_submission(submissions)
     found = students(submissions)
+    for stray in stray_notebooks(submissions):
+        print(f"labkit: warning: {stray} lies beside the students' folders, in no student's: not graded",
+              file=sys.stderr)
     questions = written.questions_of(instructor)
     report = Report(out, report_names([name for name, _ in found], single) + written.report_names(questions),
                     inputs=(submissions, paths[0].parent))

@@ -101,8 +101,9 @@ class Kernel:
 
     def _start(self, fd):
         code = sandbox.CODE_FOLDER if self.box.kind == sandbox.BWRAP else str(sandbox.kernel_code_folder())
+        max_tasks = meter.MAX_PROCESSES if self.box.kind == sandbox.BWRAP else 0
         boot = (f"import sys; sys.path[:0] = {[code, *sandbox.site_packages()]!r}; import serve; "
-                f"serve.main({fd}, {self.box.memory_bytes}, {int(self.timeout) + 5})")
+                f"serve.main({fd}, {self.box.memory_bytes}, {int(self.timeout) + 5}, {max_tasks})")
         argv = sandbox.command(self.box, ["-E", "-s", "-c", boot])
         env = sandbox.process_env(self.workdir) if self.workdir else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         return subprocess.Popen(self.meter.wrap(argv), pass_fds=[fd], stdin=subprocess.DEVNULL,

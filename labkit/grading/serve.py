@@ -37,13 +37,14 @@ PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 22, 38
 FILE_BYTES = 64 * 2**20  # the largest file the kernel may write: bubblewrap's stderr on the host included
 
 
-def main(fd, memory_bytes, cpu_seconds):
-    """The kernel process (see the module docstring)."""
+def main(fd, memory_bytes, cpu_seconds, max_tasks=0):
+    """The kernel process (see the module docstring). `max_tasks`: processes and threads the box may hold at once
+    (0: no limit, a process box, where the limit would count every process of the grading user)."""
     channel = wire.Channel(socket.socket(fileno=fd))
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1), os.dup2(devnull, 2)  # the student's prints go nowhere, never into the grader's log
     try:
-        _limits(memory_bytes, cpu_seconds)
+        _limits(memory_bytes, cpu_seconds, max_tasks)
         torch.set_num_threads(1)
     except BaseException as err:
         _send(channel, {"box_failed": f"{type(err).__name__}: {err}"})
@@ -58,14 +59,20 @@ def main(fd, memory_bytes, cpu_seconds):
     os._exit(0)
 
 
-def _limits(memory_bytes, cpu_seconds):
-    """Address space (beyond what torch already maps), CPU seconds per process and the size of any file it writes
-    (through /proc/1/fd/2 the kernel reaches bubblewrap's stderr, a file on the grader's disk); killed with its
-    parent."""
+def _limits(memory_bytes, cpu_seconds, max_tasks=0):
+    """Address space (beyond what torch already maps), CPU seconds per process, the size of any file it writes
+    (through /proc/1/fd/2 the kernel reaches bubblewrap's stderr, a file on the grader's disk) and, in a bwrap box,
+    its processes and threads; killed with its parent.
+
+    The task limit counts the box's own tasks only: the kernel is uid 1000 of its own user namespace, and Linux
+    counts RLIMIT_NPROC per user of each namespace. Without it, a kernel graded by an ordinary user (no pids
+    cgroup) started threads until the user's limit, and the classmate graded beside it could not start a kernel."""
     in_use = _address_space()
     resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes,) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+    if max_tasks:
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_tasks, max_tasks))
     if sys.platform.startswith("linux"):  # a process box: die with the grader (bubblewrap does it in its box)
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _children_stay_counted()

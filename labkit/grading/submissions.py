@@ -23,7 +23,8 @@ from pathlib import Path
 from .assignment import BadNotebook, meta, read_notebook
 
 MAX_NOTEBOOK_BYTES = 64 * 2**20  # notebooks with every figure stay far below; a larger file is not read
-MAX_CELLS = 5000  # the lab's notebooks have under 40; a million empty cells cost the grader 2.8 GB to parse
+MAX_VALUES = 500_000  # JSON lists, objects and items per notebook, counted in the bytes before parsing: the
+# lab's notebooks, figures and all, have under 20,000; 21 million empty lists in 60 MB cost the grader 3.6 GB
 
 
 @dataclass
@@ -42,15 +43,20 @@ class Submission:
 
 def is_submission(folder):
     """Whether `folder` holds lab notebooks itself (one student), rather than one folder per student: NN_*.ipynb
-    files of its own, or a repository's `notebooks/` of them with no student folder beside it (a class with a
-    student called "notebooks" is still a class)."""
+    files of its own or in a repository's `notebooks/`, and no student folder with notebooks beside them (a class
+    with a student called "notebooks", or with a stray notebook uploaded beside the students' folders, is still
+    a class: `stray_notebooks` names what grading leaves out)."""
     folder = Path(folder)
-    if has_notebooks(folder):
-        return True
-    if not has_notebooks(folder / "notebooks"):
+    if not (has_notebooks(folder) or has_notebooks(folder / "notebooks")):
         return False
     beside = [c for c in folder.iterdir() if c.name != "notebooks" and not c.name.startswith(".") and c.is_dir()]
     return not any(has_notebooks(c) or has_notebooks(c / "notebooks") for c in beside)
+
+
+def stray_notebooks(folder):
+    """Notebooks at the top of a class folder, in no student's folder: not graded, but said."""
+    folder = Path(folder)
+    return [] if is_submission(folder) else sorted(p.name for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file())
 
 
 def has_notebooks(folder):
@@ -110,9 +116,11 @@ def find_notebook(folder, name):
             if path.stat().st_size > MAX_NOTEBOOK_BYTES:
                 raise ValueError(f"{name} is {path.stat().st_size / 2**20:.0f} MB; a lab notebook without "
                                  f"outputs is well under {MAX_NOTEBOOK_BYTES // 2**20} MB")
-            cells = path.read_bytes().count(b'"cell_type"')  # an upper bound, counted before anything is parsed
-            if cells > MAX_CELLS:
-                raise ValueError(f"{name} has {cells:,} cells; a lab notebook has far fewer than {MAX_CELLS:,}")
+            data = path.read_bytes()  # an upper bound on what parsing builds, however keys are spelled (base64 has none)
+            values = data.count(b"[") + data.count(b"{") + data.count(b",")
+            if values > MAX_VALUES:
+                raise ValueError(f"{name} holds about {values:,} JSON values; a lab notebook has far fewer than "
+                                 f"{MAX_VALUES:,} (clear its outputs, or resave it from Jupyter)")
             return path
     raise FileNotFoundError(f"{name} is missing")
 
