@@ -43,7 +43,7 @@ def refusal(source, names, labkit_imports):
     except (RecursionError, MemoryError):  # what Python's parser raises for 20,000 nested operators
         return "is nested too deeply for Python to read"
     except (SyntaxError, ValueError) as err:
-        return f"the cell is not valid Python ({type(err).__name__}: {getattr(err, 'msg', err)})"
+        return f"is not valid Python ({type(err).__name__}: {getattr(err, 'msg', err)})"
     try:
         aliases = _import_aliases(tree)
         for check in (_imports(tree, labkit_imports), _names_defined(tree, names), _interpreter_access(tree),
