@@ -150,6 +150,9 @@ def plot_heatmap(table, row_values, col_values, row_label, col_label, title, fmt
     return fig
 
 
+EXTRAPOLATED = "tab:orange"  # plot_path's frame and label for l outside [0, 1]
+
+
 def plot_path(row, values, point, chosen, title=""):
     """A latent path as one row of images labelled by l, the one nearest `chosen` framed in red, and
     `point` (the image at l = chosen) shown larger on the right."""
@@ -161,15 +164,17 @@ def plot_path(row, values, point, chosen, title=""):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(to_unit_range(image.detach().cpu())[0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([]), ax.set_yticks([])
-        ax.set_xlabel(f"{value:g}", fontsize=9)
         inside = 0 <= value <= 1
-        for spine in ax.spines.values():
-            spine.set_visible(not inside)  # frameless: interpolation; a thin frame: extrapolation
+        ax.set_xlabel(f"{value:g}", fontsize=9, color="black" if inside else EXTRAPOLATED)
+        for spine in ax.spines.values():  # frameless: interpolation; an orange frame: extrapolation (a black frame
+            spine.set_visible(not inside)  # vanished against the digits' black background)
+            spine.set_edgecolor(EXTRAPOLATED), spine.set_linewidth(2.5)
         if i == nearest:
             ax.add_patch(Rectangle((-0.5, -0.5), 32, 32, fill=False, edgecolor="red", lw=3))
     big = fig.add_subplot(grid[0, count + 1:])
     big.imshow(to_unit_range(point.detach().cpu())[0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
     big.set_xticks([]), big.set_yticks([])
     big.set_xlabel(f"l = {chosen:.2f}", fontsize=10, color="red")
-    fig.suptitle(f"{title}   (l: position on the path; framed: outside [0, 1])", fontsize=10, y=1.02)
+    fig.suptitle(f"{title}   (l: position on the path; orange: outside [0, 1], extrapolated; red: l = {chosen:.2f})",
+                 fontsize=10, y=1.02)
     return fig
