@@ -149,3 +149,22 @@ def test_reference_results_fits_a_table_to_the_courses_beside_the_shipped_pad_ta
     lines = bench.fit_lines(resized, "resize")
     assert any(line.startswith("| resize |") and line.endswith("| 1 of 3 |") for line in lines), lines
     assert any(line.startswith("| pad (labkit's shipped table) |") and line.endswith("| 0 of 3 |") for line in lines)
+
+
+def test_course_pieces_are_the_courses_networks_and_train_in_labkits_loop(tmp_path, monkeypatch):
+    """bench/course_pieces.py's copies of the course's code: its generator has the course's 57,937 parameters at
+    16/16, its discriminator no bias at all, and both train through GANCode as a student's code does."""
+    import importlib.util
+
+    from labkit.gan import GANCode, train
+
+    spec = importlib.util.spec_from_file_location("course_pieces", BENCH / "course_pieces.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    generator, discriminator = bench.CourseGenerator(16, 16), bench.CourseDiscriminator(16)
+    assert sum(p.numel() for p in generator.parameters()) == 57_937
+    assert all(m.bias is None for m in discriminator.modules() if type(m).__name__ == "Conv2d")
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
+    run = train(code=GANCode(**bench.VARIANTS["course_all"]), pipeline="resize", seed=0, num_training_steps=3,
+                saving_steps=3, generator_hidden_dim=8, discriminator_hidden_dim=8, progress=False)
+    assert "_resize_student-" in run.path.name and run.step == 3  # the course's pipeline, the pieces' own run
