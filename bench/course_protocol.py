@@ -381,12 +381,12 @@ Resize-trained samples against padded reals 104.2. labkit now has the course's p
 (`--pipeline resize`, labkit/data.py; pixel for pixel torchvision's, tests/test_data.py), and
 `bench/reference_results.py --pipeline resize` measures its runs against resized reals
 (bench/reference_results_resize.md). The protocol fits below were all made on padded runs, so they could
-not find this. But the pipeline is not the whole story: labkit trained and measured on the course's
-pipeline scores 44.3 (latent 16) and 42.7 (latent 100) at seed 2022, 3000 vs 3000, where the course's
-code scores 88.9: on padded digits the two codes agree within a point, on resized digits the course's
-code scores twice labkit's. The difference in the codes that matters on resized digits is not isolated
-yet (candidates: `nn.BCELoss` on probabilities, no biases in D, default-initialised ConvTranspose
-biases, the loader, the global RNG).
+not find this. But the pipeline is not the whole story:
+labkit trained and measured on the course's pipeline scores 44.3 (latent 16) and 42.7 (latent 100) at
+seed 2022, 3000 vs 3000, where the course's code scores 88.9. The difference that matters on resized
+digits is the discriminator the course hands out, without biases: labkit's trainer with only that
+discriminator swapped in scores 85.0 (bench/course_pieces.md). Its samples keep a faint grey background
+that Inception counts and the digit classifier does not.
 """
 
 KNOWN = """## What is known about the course's protocol
