@@ -4,7 +4,8 @@ Runs the nine notebooks headless (nbclient, one fresh kernel each) in one
 profile, with a new empty runs folder and cache, times each notebook, and
 writes
 
-    labkit/assets/lab_time.csv   profile, notebook, minutes, machine (each notebook's banner quotes it)
+    labkit/assets/lab_time.csv   profile, notebook, minutes, machine, ms_per_step (each notebook's banner
+                                 quotes it, scaled by the step time it measures then)
     bench/lab_time_<profile>.md  the same as a markdown table (the README shows it)
 
 It then checks the quality gate of the profile's course DCGAN (latent 16,
@@ -79,11 +80,14 @@ def main(argv=None):
     env = dict(os.environ, LABKIT_PROFILE=args.profile, LABKIT_RUNS=str(work / "runs"),
                LABKIT_CACHE=str(work / "cache"), MPLBACKEND="Agg")
     where = machine()
-    print(f"lab time, profile {args.profile}, on {where}; runs in {work / 'runs'}", flush=True)
+    from labkit import lab  # the step the banner times, on this machine as it is now: the banner scales by it
+    step_ms = round(1000 * sorted(lab.seconds_per_step(16) for _ in range(5))[2], 1)
+    print(f"lab time, profile {args.profile}, on {where} ({step_ms} ms per step); runs in {work / 'runs'}", flush=True)
     rows = []
     for path in notebooks:
         seconds = run_notebook(path, env)
-        rows.append(dict(profile=args.profile, notebook=path.stem, minutes=round(seconds / 60, 1), machine=where))
+        rows.append(dict(profile=args.profile, notebook=path.stem, minutes=round(seconds / 60, 1), machine=where,
+                         ms_per_step=step_ms))
         print(f"{path.stem:<28} {seconds / 60:6.1f} min", flush=True)
     total = sum(r["minutes"] for r in rows)
     print(f"{'total':<28} {total:6.1f} min")
@@ -94,7 +98,7 @@ def main(argv=None):
             with open(CSV, newline="") as f:
                 old = [r for r in csv.DictReader(f) if r["profile"] != args.profile]
         with open(CSV, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["profile", "notebook", "minutes", "machine"])
+            writer = csv.DictWriter(f, fieldnames=["profile", "notebook", "minutes", "machine", "ms_per_step"])
             writer.writeheader()
             writer.writerows(old + rows)
         table = [f"| notebook | minutes (profile {args.profile}) |", "| --- | --- |"]

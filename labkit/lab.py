@@ -233,13 +233,15 @@ LAB_TIME_CSV = Path(__file__).parent / "assets" / "lab_time.csv"
 
 
 def measured_minutes(notebook, profile_name):
-    """(minutes, where) a notebook took in a profile, from bench/lab_time.py's table; None if not measured."""
+    """(minutes, where, seconds per step there then or None) a notebook took in a profile, from bench/lab_time.py's
+    table; None if not measured."""
     if not LAB_TIME_CSV.is_file():
         return None
     with open(LAB_TIME_CSV, newline="") as f:
         for row in csv.DictReader(f):
             if row["profile"] == profile_name and row["notebook"].startswith(str(notebook)):
-                return float(row["minutes"]), row["machine"]
+                step = row.get("ms_per_step")
+                return float(row["minutes"]), row["machine"], float(step) / 1000 if step else None
     return None
 
 
@@ -255,7 +257,7 @@ def banner(notebook=None):
         print(f"No GPU: one default run (5000 steps, hidden 16) takes about {minutes:.0f} min here, more at larger "
               f"hidden sizes, and an Inception FID on 3000 images about 7 min. On a laptop: lab.use(\"cpu\").")
     elif measured:
-        minutes, machine = measured
+        minutes, machine, _ = measured
         cost = "under a minute" if minutes < 1 else f"about {minutes:.0f} min"
         print(f"This notebook in the '{p.name}' profile: {cost} on {machine} when nothing is "
               f"trained yet (bench/lab_time.py); runs trained before are loaded, not trained again.")
@@ -265,6 +267,10 @@ def banner(notebook=None):
         seconds = seconds_per_step(16)
         print(f"Measured here now: {seconds * 1000:.0f} ms per training step, so one {p.steps}-step run at hidden "
               f"16 takes about {max(1, round(seconds * p.steps / 60))} min.")
+        if measured and measured[2] and seconds > 1.3 * measured[2]:  # a busy or slower machine: the whole notebook
+            slower = seconds / measured[2]  # scales too (a student of the pass waited 23 min where it said 7)
+            print(f"That is {slower:.1f}x the step time of {measured[1]}: expect this notebook to take up to about "
+                  f"{measured[0] * slower:.0f} min here if nothing is trained yet.")
     others = [name for name in PROFILES if name != p.name]
     print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
     said = keep_widgets_on_reopen()

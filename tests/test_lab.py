@@ -116,3 +116,21 @@ def test_jupyterlab_is_set_to_save_widget_state_so_reopened_sliders_show_their_p
     if os.geteuid() == 0:  # root writes anyway: a file where the folder should be stops it the same way
         (read_only / "settings").write_text("")
     assert "Settings > Save Widget State Automatically" in lab.keep_widgets_on_reopen(read_only)
+
+
+def test_the_banner_scales_a_notebooks_time_by_how_much_slower_a_step_is_here_now(monkeypatch, no_choice, capsys):
+    """The student pass: under load the banner said 'about 7 min' and notebook 02 took 23. The measured table keeps
+    the step time of its machine, and a step 4x slower here now says so for the whole notebook."""
+    minutes, machine, step = lab.measured_minutes("02", "cpu")
+    assert minutes > 1 and step > 0
+    lab.use("cpu")
+    monkeypatch.setattr(lab, "device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(lab, "keep_widgets_on_reopen", lambda: None)
+    monkeypatch.setattr(lab, "seconds_per_step", lambda hidden_dim=16, steps=5: 4 * step)
+    lab.banner("02")
+    said = capsys.readouterr().out
+    assert f"That is 4.0x the step time of {machine}: expect this notebook to take up to about " \
+           f"{minutes * 4:.0f} min here" in said, said
+    monkeypatch.setattr(lab, "seconds_per_step", lambda hidden_dim=16, steps=5: step)
+    lab.banner("02")
+    assert "x the step time" not in capsys.readouterr().out  # as fast as the table's machine: nothing more to say

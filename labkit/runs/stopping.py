@@ -59,6 +59,11 @@ class StopRequests:
         return False
 
 
+def in_ipython():
+    """Whether this runs in an IPython shell (a notebook's kernel)."""
+    return get_ipython() is not None
+
+
 def quiet_in_ipython():
     """In IPython (a notebook), show a TrainingStopped as its one line, not as a traceback.
 
