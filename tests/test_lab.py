@@ -134,3 +134,15 @@ def test_the_banner_scales_a_notebooks_time_by_how_much_slower_a_step_is_here_no
     monkeypatch.setattr(lab, "seconds_per_step", lambda hidden_dim=16, steps=5: step)
     lab.banner("02")
     assert "x the step time" not in capsys.readouterr().out  # as fast as the table's machine: nothing more to say
+
+
+def test_a_vae_compared_with_the_longer_reference_run_is_told_why_it_scores_higher():
+    """The student pass: notebook 09's VAEs (5000 steps in the cpu profile) printed MNIST-FIDs 20-50% above the
+    reference's (25,000 steps, the course's) and nothing said why."""
+    from labkit import reference
+
+    said = reference.compare("vae_z3", "41.7", "mnist", 10000, label="VAE, latent 3", steps=5000)
+    assert "1 seed, 25,000 steps" in said
+    assert said.endswith("-> yours trained 5,000 steps, the reference 25,000: a shorter run scores higher")
+    same = reference.compare("dcgan_z16_h16", "35.0", "inception", 3000, steps=5000)
+    assert "3 seeds, 5,000 steps" in same and "shorter run" not in same
