@@ -26,7 +26,6 @@ never changes what another notebook loads.
 import csv
 import inspect
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from IPython.display import Code, display
 from .experiments import sweep as sweeps
 from .gan import GANCode, build_training, extend as extend_run, gan_step, memory_format, train
 from .metrics import generator_fid
+from .runs.atomic import write_atomic
 from .runs.config import TrainConfig, VAEConfig
 from .runs.device import describe_device, forked_rng, threads_for_machine
 from .runs.folder import runs_root
@@ -293,7 +293,7 @@ def keep_widgets_on_reopen(app_dir=None):
         return None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(WIDGET_SETTINGS, target)
+        write_atomic(target, WIDGET_SETTINGS.read_text())  # a kill mid-copy leaves no half file that stays forever
     except OSError:
         return ("JupyterLab cannot be set to save widget state here: turn on Settings > Save Widget State "
                 "Automatically, or reopened notebooks show 'model not found' where the sliders were.")

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..runs.targets import TargetError, output_folder, write_made
-from .inert import FORMULA_STARTS, csv_cell
+from .inert import csv_cell, from_csv_cell
 
 ROSTER = ".labkit-roster.csv"
 ROSTER_COLUMNS = ("student", "full_name", "lms", "lms_id", "late")
@@ -135,13 +135,8 @@ def read_roster(submissions):
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        rows = [{k: _uncell(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [{k: from_csv_cell(v) for k, v in r.items()} for r in csv.DictReader(f)]
     return {r["student"]: r for r in rows}
-
-
-def _uncell(value):
-    """The text csv_cell quoted, as the LMS gave it."""
-    return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:].startswith(FORMULA_STARTS) else value
 
 
 def refuse_a_download(folder):

@@ -80,7 +80,7 @@ def grade(submissions, out, source=None, timeout=120, jobs=None, process_box=Fal
     exercises = exercises_of(instructor)
     single = is_submission(submissions)
     found = students(submissions)
-    for stray in stray_notebooks(submissions):
+    for stray in [] if single else stray_notebooks(submissions):
         print(f"labkit: warning: {stray} lies beside the students' folders, in no student's: not graded",
               file=sys.stderr)
     questions = written.questions_of(instructor)

@@ -23,6 +23,11 @@ def csv_cell(value):
     return value
 
 
+def from_csv_cell(value):
+    """The text csv_cell quoted, as it was given."""
+    return value[1:] if isinstance(value, str) and value[:1] == "'" and value[1:].startswith(FORMULA_STARTS) else value
+
+
 def markdown(text):
     """`text` on one line, as Markdown that renders as the same characters: the characters that start
     markup (an HTML tag or entity, a link or image, a code span, a table cell's end, emphasis) are

@@ -54,9 +54,8 @@ def is_submission(folder):
 
 
 def stray_notebooks(folder):
-    """Notebooks at the top of a class folder, in no student's folder: not graded, but said."""
-    folder = Path(folder)
-    return [] if is_submission(folder) else sorted(p.name for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+    """Notebooks at the top of a class folder (not `is_submission`), in no student's folder: not graded, but said."""
+    return sorted(p.name for p in Path(folder).glob("[0-9][0-9]_*.ipynb") if p.is_file())
 
 
 def has_notebooks(folder):
