@@ -20,6 +20,7 @@ gives partial results.
     python bench/reference_results.py --grid course   # the course's 16 x 5 grid as well (meant for a GPU)
     LABKIT_RUNS=/big/disk python bench/reference_results.py
     python bench/reference_results.py --pipeline resize --only dcgan_z16_h16 --seeds 2022
+    python bench/reference_results.py --pipeline resize --no-discriminator-bias   # the course's own setting
 
 --pipeline resize trains on the course's data pipeline (Resize(32) where labkit
 pads: issue 30) and measures every FID against resized real images; its runs
@@ -28,6 +29,13 @@ others, so the two pipelines' results never mix. The digit classifier behind
 MNIST-FID and the digit counts learnt padded digits: under resize those two
 columns are on another footing, and only the Inception FID compares with the
 course's numbers.
+
+--no-discriminator-bias trains every DCGAN with the course's discriminator, which
+has no biases (its GAN.py: `bias=False`; TrainConfig.discriminator_bias), the
+difference bench/course_pieces.md found to double the FID on resized digits. With
+--pipeline resize that is the course's setting as a whole; its tables are the
+*_resize_dnobias files. The MLP GAN and the VAE have no such discriminator: their
+runs are the same as without the flag (the same run folders, measured once).
 """
 
 import argparse
@@ -58,12 +66,23 @@ from course_protocol import FITTED, course_spread, fit_to_course, grid_cv  # noq
 MARKDOWN = Path(__file__).with_suffix(".md")
 
 
-def outputs(pipeline):
-    """(CSV, markdown) of a pipeline's results: labkit's shipped table for pad, *_resize beside it for resize."""
-    if pipeline == "pad":
+def variant(pipeline, discriminator_bias=True):
+    """A table's tag: the pipeline, and `dnobias` for the course's bias-free discriminator, e.g. resize_dnobias."""
+    return pipeline + ("" if discriminator_bias else "_dnobias")
+
+
+def describe_variant(tag):
+    """A tag as the tables say it: 'resize_dnobias' -> 'resize, D without bias (the course's)'."""
+    return tag.replace("_dnobias", ", D without bias (the course's)")
+
+
+def outputs(pipeline, discriminator_bias=True):
+    """(CSV, markdown) of a variant's results: labkit's shipped table for pad, *_resize etc. beside it."""
+    tag = variant(pipeline, discriminator_bias)
+    if tag == "pad":
         return REFERENCE_CSV, MARKDOWN
-    return (REFERENCE_CSV.with_name(f"{REFERENCE_CSV.stem}_{pipeline}.csv"),
-            MARKDOWN.with_name(f"{MARKDOWN.stem}_{pipeline}.md"))
+    return (REFERENCE_CSV.with_name(f"{REFERENCE_CSV.stem}_{tag}.csv"),
+            MARKDOWN.with_name(f"{MARKDOWN.stem}_{tag}.md"))
 
 
 def measure(generator, device, pipeline="pad"):
@@ -77,12 +96,15 @@ def measure(generator, device, pipeline="pad"):
                 measure_minutes=(time.time() - started) / 60)
 
 
-def run_experiment(experiment, device, runs, pipeline="pad"):
+def run_experiment(experiment, device, runs, pipeline="pad", discriminator_bias=True):
     """Train and measure every seed of `experiment` on `pipeline`'s data; its per-run results."""
     results = []
     for seed in experiment.seeds:
-        config_class = TrainConfig if experiment.kind == "gan" else VAEConfig
-        config = config_class(**experiment.settings, seed=seed, device=str(device), pipeline=pipeline)
+        if experiment.kind == "gan":
+            config = TrainConfig(**experiment.settings, seed=seed, device=str(device), pipeline=pipeline,
+                                 discriminator_bias=discriminator_bias)
+        else:
+            config = VAEConfig(**experiment.settings, seed=seed, device=str(device), pipeline=pipeline)
         run_dir = runs / config.name
         done = run_dir / "reference.json"
         if done.is_file():
@@ -104,16 +126,16 @@ def run_experiment(experiment, device, runs, pipeline="pad"):
     return results
 
 
-def summarise(experiment, results, device, pipeline="pad"):
+def summarise(experiment, results, device, tag="pad"):
     fids = np.array([r["fid"] for r in results])
     mnist = np.array([r["mnist_fid"] for r in results])
     std = (lambda a: float(a.std(ddof=1)) if len(a) > 1 else math.nan)
     return dict(
         experiment=experiment.name, title=experiment.title, seeds=" ".join(str(r["seed"]) for r in results),
         runs=len(results), fid_mean=round(float(fids.mean()), 2), fid_std=round(std(fids), 2),
-        fid_best=round(float(fids.min()), 2), fid_protocol=protocol(INCEPTION_PROTOCOL, pipeline),
+        fid_best=round(float(fids.min()), 2), fid_protocol=protocol(INCEPTION_PROTOCOL, tag),
         mnist_fid_mean=round(float(mnist.mean()), 3), mnist_fid_std=round(std(mnist), 3),
-        mnist_fid_protocol=protocol(MNIST_PROTOCOL, pipeline),
+        mnist_fid_protocol=protocol(MNIST_PROTOCOL, tag),
         unsure_share=round(float(np.mean([r["unsure_share"] for r in results])), 4),
         entropy_bits=round(float(np.mean([r["entropy_bits"] for r in results])), 3),
         train_minutes=round(float(np.mean([r["train_minutes"] for r in results])), 1),
@@ -132,12 +154,14 @@ def describe(device):
     return f"{name} CPU, {torch.get_num_threads()} threads"
 
 
-def protocol(text, pipeline):
+def protocol(text, tag):
     """A protocol's description, with the real images' pipeline where it is not labkit's Pad(2)."""
-    return text if pipeline == "pad" else f"{text}, {pipeline} pipeline (runs and reals)"
+    pipeline, _, rest = tag.partition("_")
+    return (text if pipeline == "pad" else f"{text}, {pipeline} pipeline (runs and reals)") + \
+        (", D without bias (the course's)" if rest else "")
 
 
-def write_outputs(rows, path, markdown=MARKDOWN, pipeline="pad"):
+def write_outputs(rows, path, markdown=MARKDOWN, tag="pad"):
     import csv
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,8 +171,9 @@ def write_outputs(rows, path, markdown=MARKDOWN, pipeline="pad"):
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+    said = describe_variant(tag)
     lines = ["| experiment | course (Inception FID; course: Resize(32)) | labkit Inception FID "
-             f"({pipeline}) | labkit MNIST-FID ({pipeline}) | unsure digits | minutes to train (one run) |",
+             f"({said}) | labkit MNIST-FID ({said}) | unsure digits | minutes to train (one run) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         course = COURSE.get(r["experiment"])
@@ -157,17 +182,16 @@ def write_outputs(rows, path, markdown=MARKDOWN, pipeline="pad"):
         mnist = f"{r['mnist_fid_mean']:.2f}" + ("" if math.isnan(r["mnist_fid_std"]) else f" ± {r['mnist_fid_std']:.2f}")
         lines.append(f"| {r['title']} | {course.text if course else '-'} | {fid} | {mnist} | "
                      f"{r['unsure_share']:.1%} | {r['train_minutes']:.1f} |")
-    markdown.write_text("\n".join(lines + fit_lines(rows, pipeline)) + "\n")
+    markdown.write_text("\n".join(lines + fit_lines(rows, tag)) + "\n")
 
 
-def fit_lines(rows, pipeline):
-    """The fit of this table to the course's, beside labkit's shipped pad table on the same configurations.
+def fit_lines(rows, tag):
+    """The fit of this table to the course's, beside the other variants' tables on the same configurations.
 
     Over the configurations bench/course_protocol.py fits (the rebalancing rules are left out: the course ran
     them at hidden 100): MAE, Spearman rho, the error in units of the course's seed-to-seed std, and how many
     configurations land within that std of the course's number."""
     shown = {r["experiment"]: r["fid_mean"] for r in rows if r["experiment"] in FITTED}
-    padded = {name: row["fid_mean"] for name, row in load(REFERENCE_CSV).items() if name in shown}
     if not shown:
         return []
     cv = grid_cv()
@@ -177,13 +201,26 @@ def fit_lines(rows, pipeline):
              "a configuration is within the spread when |labkit - course| <= the course's seed-to-seed std "
              f"(its 5-seed std where a report gives one, else {cv:.3f} x its number):", "",
              "| pipeline | MAE | Spearman rho | mean error / course std | within the spread |", "| --- | --- | --- | --- | --- |"]
-    for name, values in ([(pipeline, shown)] + ([("pad (labkit's shipped table)", padded)]
-                                                if pipeline != "pad" and len(padded) == len(shown) else [])):
+    for name, values in [(describe_variant(tag), shown)] + other_variants(tag, shown):
         fit = fit_to_course(values, course, spread)
         within = sum(abs(values[k] - course[k]) <= spread[k] for k in values)
         lines.append(f"| {name} | {fit['mae']:.1f} | {fit['rho']:.2f} | {fit['mean_abs_z']:.1f} | "
                      f"{within} of {len(values)} |")
     return lines
+
+
+def other_variants(tag, shown):
+    """[(label, {experiment: FID})] of the other variants' tables that have every configuration of `shown`."""
+    others = [("pad", True), ("resize", True), ("resize", False)]
+    found = []
+    for pipeline, bias in others:
+        other = variant(pipeline, bias)
+        if other == tag or not outputs(pipeline, bias)[0].is_file():
+            continue
+        values = {name: row["fid_mean"] for name, row in load(outputs(pipeline, bias)[0]).items() if name in shown}
+        if len(values) == len(shown):
+            found.append((describe_variant(other) + (" (labkit's shipped table)" if other == "pad" else ""), values))
+    return found
 
 
 def main(argv=None):
@@ -198,10 +235,13 @@ def main(argv=None):
                         help="only these of each experiment's seeds (default: all of them)")
     parser.add_argument("--pipeline", choices=PIPELINES, default="pad",
                         help="pad (labkit's Pad(2)) or resize (the course's Resize(32)); runs and FID reals alike")
+    parser.add_argument("--no-discriminator-bias", dest="discriminator_bias", action="store_false",
+                        help="the DCGANs' discriminator without biases, as the course's (its tables: *_dnobias)")
     parser.add_argument("--out", type=Path, default=None,
                         help="the CSV (default: labkit/assets/reference_results.csv, *_resize.csv for resize)")
     args = parser.parse_args(argv)
-    csv_path, markdown = outputs(args.pipeline)
+    tag = variant(args.pipeline, args.discriminator_bias)
+    csv_path, markdown = outputs(args.pipeline, args.discriminator_bias)
     csv_path = args.out or csv_path
 
     device = resolve_device(args.device)
@@ -218,14 +258,14 @@ def main(argv=None):
         experiments = [replace(e, seeds=tuple(s for s in e.seeds if s in args.seeds)) for e in experiments]
         experiments = [e for e in experiments if e.seeds]
     runs = args.runs or runs_root()
-    print(f"reference results ({args.pipeline} pipeline): {len(experiments)} experiments on {describe(device)}, "
+    print(f"reference results ({describe_variant(tag)}): {len(experiments)} experiments on {describe(device)}, "
           f"runs in {runs}", flush=True)
     started = time.time()
     rows = {name: row for name, row in load(csv_path).items()}  # other experiments' rows are kept
     for experiment in experiments:
-        results = run_experiment(experiment, device, runs, args.pipeline)
-        rows[experiment.name] = summarise(experiment, results, device, args.pipeline)
-        write_outputs(list(rows.values()), csv_path, markdown, args.pipeline)
+        results = run_experiment(experiment, device, runs, args.pipeline, args.discriminator_bias)
+        rows[experiment.name] = summarise(experiment, results, device, tag)
+        write_outputs(list(rows.values()), csv_path, markdown, tag)
     print(f"done in {(time.time() - started) / 60:.0f} min: {csv_path}, {markdown}")
     print(markdown.read_text())
 

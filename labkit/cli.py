@@ -84,6 +84,8 @@ def _add_train_flags(parser, grid=False):
     ablation = parser.add_argument_group("ablations")
     ablation.add_argument("--discriminator_activation", choices=["leaky_relu", "relu"], default="leaky_relu")
     ablation.add_argument("--no_batch_norm", action="store_true", help="remove BatchNorm from the DCGAN")
+    ablation.add_argument("--no_discriminator_bias", action="store_true",
+                          help="the DCGAN's D without biases, as the course's GAN.py gives it")
     ablation.add_argument("--mlp_discriminator_batch_norm", action="store_true",
                           help="BatchNorm in the MLP discriminator (the students' failure)")
 

@@ -34,6 +34,7 @@ def device_name(args):
 def train_config(args):
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["batch_norm"] = not args.no_batch_norm
+    values["discriminator_bias"] = not args.no_discriminator_bias
     values["device"] = device_name(args)
     resolve_device(values["device"])  # a bad --device is bad input: say so before anything else
     return TrainConfig(**values)

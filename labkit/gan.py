@@ -190,7 +190,7 @@ def train(config=None, out_dir=None, *, code=None, progress=True, on_log=None, c
     out_dir:   the run folder; default: runs_root() / config.name.
     code:      a GANCode with a student's pieces (default: labkit's).
     progress:  say in one line what happens (training, resuming or loading)
-               and show a tqdm progress bar (a widget in Jupyter).
+               and show a tqdm text bar (labkit/runs/progress.py).
     on_log:    called with each history row (a dict) at every logging step; a KeyboardInterrupt
                it raises stops the run at a checkpoint, as Ctrl-C does.
     checkpoint_minutes: an extra checkpoint after this many minutes of training (default: 5 on a
@@ -275,14 +275,15 @@ def build_models(config, code=None):
         generator = (code.generator or MLPGenerator)(config.latent_dim)
         discriminator = (code.discriminator or MLPDiscriminator)(config.mlp_discriminator_batch_norm)
     else:
-        if (code.generator or code.discriminator) and (not config.batch_norm
+        if (code.generator or code.discriminator) and (not config.batch_norm or not config.discriminator_bias
                                                        or config.discriminator_activation != "leaky_relu"):
-            raise ValueError("the ablation settings (batch_norm, discriminator_activation) need labkit's own "
-                             "networks; train them with code=None")
+            raise ValueError("the ablation settings (batch_norm, discriminator_activation, discriminator_bias) "
+                             "need labkit's own networks; train them with code=None")
         generator = code.generator(config.latent_dim, config.generator_hidden_dim) if code.generator else \
             DCGANGenerator(config.latent_dim, config.generator_hidden_dim, config.batch_norm)
         discriminator = code.discriminator(config.discriminator_hidden_dim) if code.discriminator else \
-            DCGANDiscriminator(config.discriminator_hidden_dim, config.discriminator_activation, config.batch_norm)
+            DCGANDiscriminator(config.discriminator_hidden_dim, config.discriminator_activation, config.batch_norm,
+                               config.discriminator_bias)
     if not callable(getattr(discriminator, "logits", None)):
         raise ValueError(f"the discriminator {type(discriminator).__name__} needs a logits(images) method: "
                          f"its scores before the final Sigmoid")

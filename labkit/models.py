@@ -35,7 +35,8 @@ def init_weights(module):
     """DCGAN initialisation for one module; use as `model.apply(init_weights)`."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:  # the course's discriminator has none (TrainConfig.discriminator_bias)
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

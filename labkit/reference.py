@@ -32,6 +32,14 @@ from pathlib import Path
 from .runs.config import TrainConfig, VAEConfig
 
 REFERENCE_CSV = Path(__file__).parent / "assets" / "reference_results.csv"
+# labkit's reference under other settings of the data and of D (bench/reference_results.py --pipeline resize
+# [--no-discriminator-bias]): {tag: (CSV, what it is)}; pad is the table above.
+VARIANTS = {
+    "pad": (REFERENCE_CSV, "pad, D with biases (labkit's)"),
+    "resize": (REFERENCE_CSV.with_name("reference_results_resize.csv"), "resize, D with biases"),
+    "resize_dnobias": (REFERENCE_CSV.with_name("reference_results_resize_dnobias.csv"),
+                       "resize, D without biases (the course's setting)"),
+}
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,20 @@ def compare(experiment, yours=None, backbone=None, count=None, label=None, steps
         if steps and ref and steps < reference_steps(experiment):
             lines.append(f"  -> yours trained {steps:,} steps, the reference {reference_steps(experiment):,}: "
                          f"a shorter run scores higher")
+    return "\n".join(lines)
+
+
+def variants(experiment="dcgan_z16_h16"):
+    """labkit's reference Inception FID of `experiment` under every data pipeline and discriminator measured,
+    beside the course's number, as printable text (notebook 08: the course's discriminator has no biases)."""
+    course = COURSE.get(experiment)
+    lines = [f"{experiment}: Inception FID (3000 real vs 3000 generated), 5000 steps"]
+    for tag, (path, said) in VARIANTS.items():
+        ref = load(path).get(experiment)
+        best = ref and (ref["fid_best"] if ref["runs"] > 1 else math.nan)
+        text = f"{_fmt(ref['fid_mean'], ref['fid_std'], best)}, {_seeds(ref)}" if ref else "not measured"
+        lines.append(f"  {'labkit, ' + said + ':':<58}{text}")
+    lines.append(f"  {'course (Resize(32), D without biases):':<58}{course.text if course else 'not reported'}")
     return "\n".join(lines)
 
 

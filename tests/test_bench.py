@@ -3,12 +3,14 @@
 Their numbers are not checked here: speed is measured by running them, never asserted in tests.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCH = Path(__file__).parents[1] / "bench"
 
@@ -129,6 +131,11 @@ def test_reference_results_keeps_each_pipeline_s_runs_and_tables_apart():
     assert [p.name for p in bench.outputs("resize")] == ["reference_results_resize.csv", "reference_results_resize.md"]
     assert bench.protocol(INCEPTION_PROTOCOL, "pad") == INCEPTION_PROTOCOL  # the shipped CSV's column as it was
     assert bench.protocol(INCEPTION_PROTOCOL, "resize").endswith("resize pipeline (runs and reals)")
+    # The course's discriminator (no biases) has its own tables, and says so in every protocol.
+    assert [p.name for p in bench.outputs("resize", discriminator_bias=False)] == \
+        ["reference_results_resize_dnobias.csv", "reference_results_resize_dnobias.md"]
+    assert bench.protocol(INCEPTION_PROTOCOL, "resize_dnobias").endswith(
+        "resize pipeline (runs and reals), D without bias (the course's)")
 
 
 def test_reference_results_fits_a_table_to_the_courses_beside_the_shipped_pad_table():
@@ -168,3 +175,35 @@ def test_course_pieces_are_the_courses_networks_and_train_in_labkits_loop(tmp_pa
     run = train(code=GANCode(**bench.VARIANTS["course_all"]), pipeline="resize", seed=0, num_training_steps=3,
                 saving_steps=3, generator_hidden_dim=8, discriminator_hidden_dim=8, progress=False)
     assert "_resize_student-" in run.path.name and run.step == 3  # the course's pipeline, the pieces' own run
+
+
+def test_the_discriminator_bias_setting_builds_the_courses_discriminator(tmp_path, monkeypatch):
+    """discriminator_bias=False (issue 30) is the course's GAN.py discriminator, weight for weight: the same
+    parameters in the same shapes, and with the same weights the same outputs; its runs train and are named so."""
+    import importlib.util
+
+    from labkit.gan import build_models, train
+    from labkit.runs.config import TrainConfig
+
+    spec = importlib.util.spec_from_file_location("course_pieces", BENCH / "course_pieces.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    course = bench.CourseDiscriminator(16)
+    _, ours = build_models(TrainConfig(discriminator_bias=False))
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in course.parameters()]
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in build_models(TrainConfig())[1]
+                                                           .parameters()) - (16 + 32 + 64 + 1)  # no conv bias
+    with torch.no_grad():
+        for mine, theirs in zip(ours.parameters(), course.parameters()):
+            mine.copy_(theirs)
+    images = torch.rand(8, 1, 32, 32) * 2 - 1
+    course.eval(), ours.eval()
+    assert torch.allclose(ours(images), course(images)) and torch.allclose(ours.logits(images), course.logits(images))
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
+    run = train(discriminator_bias=False, pipeline="resize", seed=0, num_training_steps=3, saving_steps=3,
+                generator_hidden_dim=8, discriminator_hidden_dim=8, progress=False)
+    assert run.path.name == "dcgan_z16_g8_d8_steps3_seed0_dnobias_resize" and run.step == 3
+    assert json.loads((run.path / "config.json").read_text())["discriminator_bias"] is False
+    default = train(seed=0, num_training_steps=3, saving_steps=3, generator_hidden_dim=8, discriminator_hidden_dim=8,
+                    progress=False)
+    assert "discriminator_bias" not in json.loads((default.path / "config.json").read_text())  # old files unchanged

@@ -26,7 +26,7 @@ DEADLINE = datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc)
 ANSWER = "My runs say it: my D_x was 0.83 and my FID 41.2 (the table above); the reason is ..."
 EXERCISE_ORDER = ("dcgan_networks", "gan_losses", "rebalancing_rule", "interpolation", "mlp_networks", "vae_pieces")
 QUESTION_ORDER = ("samples_answer", "curves_answer", "pipeline_answer", "fid_answer", "nash_answer", "latent_answer",
-                  "modes_answer", "mlp_answer", "ablation_answer", "vae_answer")
+                  "modes_answer", "mlp_answer", "ablation_answer", "bias_answer", "vae_answer")
 STUDENTS = [f"s{i:02d}" for i in range(30)]
 CANVAS = STUDENTS[15:]  # handed in through Canvas, as flat files
 DAYS_LATE = {"s20": 2, "s25": 1, "s29": 3}  # 1.5, 0.5 and 2.2 days after the deadline: started days
@@ -129,7 +129,7 @@ def test_the_instructors_loop_on_a_class_of_30_from_release_to_canvas(course, tm
     done = labkit("assignment", "grade", tmp_path / "submissions", "--out", tmp_path / "report", "--source", source,
                   "--jobs", "2", timeout=1800)
     assert done.returncode == 0, done.stderr
-    assert "30 students" in done.stdout and "10 written questions (17 points) to review" in done.stdout
+    assert "30 students" in done.stdout and "11 written questions (18 points) to review" in done.stdout
     clock.lap("grade")
     # 4. Review: the command's page, in the browser, for the first question; the others as a second grader would.
     mark_in_the_browser(tmp_path / "report", browser)

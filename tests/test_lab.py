@@ -146,3 +146,18 @@ def test_a_vae_compared_with_the_longer_reference_run_is_told_why_it_scores_high
     assert said.endswith("-> yours trained 5,000 steps, the reference 25,000: a shorter run scores higher")
     same = reference.compare("dcgan_z16_h16", "35.0", "inception", 3000, steps=5000)
     assert "3 seeds, 5,000 steps" in same and "shorter run" not in same
+
+
+def test_the_reference_under_each_pipeline_and_discriminator_is_read_from_its_own_table(tmp_path, monkeypatch):
+    """Notebook 08's table: one line per shipped variant, each from its own CSV, the course's number last;
+    a variant whose table lacks the experiment says "not measured" instead of borrowing another's number."""
+    from labkit import reference
+
+    shipped = {tag: reference.load(path).get("dcgan_z16_h16") for tag, (path, _) in reference.VARIANTS.items()}
+    lines = reference.variants("dcgan_z16_h16").splitlines()
+    assert len(lines) == 2 + len(reference.VARIANTS) and lines[-1].endswith(reference.COURSE["dcgan_z16_h16"].text)
+    for line, (tag, row) in zip(lines[1:], shipped.items()):
+        assert reference.VARIANTS[tag][1] in line
+        assert (f"{row['fid_mean']:.1f}" in line) if row else line.endswith("not measured")
+    monkeypatch.setitem(reference.VARIANTS, "resize_dnobias", (tmp_path / "missing.csv", "resize, D without biases"))
+    assert reference.variants("dcgan_z16_h16").splitlines()[3].endswith("not measured")

@@ -245,6 +245,9 @@ def test_the_run_name_says_every_setting_that_changes_what_is_learned():
     assert TrainConfig(discriminator_learning_rate=2e-4).name == TrainConfig().name  # the default, spelt out
     assert TrainConfig(discriminator_activation="relu").name.endswith("_relu")
     assert TrainConfig(batch_norm=False).name.endswith("_nobn")
+    assert TrainConfig(discriminator_bias=False, pipeline="resize").name == \
+        "dcgan_z16_g16_d16_steps5000_seed2022_dnobias_resize"
+    assert TrainConfig(use_mlp=True, discriminator_bias=False).name == "mlp_z16_steps5000_seed2022"  # no conv D
     assert TrainConfig(use_mlp=True, mlp_discriminator_batch_norm=True).name == "mlp_z16_steps5000_seed2022_dbn"
     assert TrainConfig(use_mlp=True, generator_hidden_dim=64).name == "mlp_z16_steps5000_seed2022"  # no hidden size
     # Logging, saving and the device do not change what is learned, so they are not in it.

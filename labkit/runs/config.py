@@ -29,7 +29,7 @@ PIPELINES = ("pad", "resize")  # how MNIST's 28x28 digits become 32x32: labkit's
 # Settings added after runs were saved: config.json and checkpoints leave them out at their
 # defaults, so those files stay byte for byte what they were (tests/test_golden.py) and an
 # old config.json, which lacks them, reads back as the default.
-WRITTEN_IF_CHANGED = ("pipeline",)
+WRITTEN_IF_CHANGED = ("pipeline", "discriminator_bias")
 
 
 class RunConfig:
@@ -172,6 +172,9 @@ class TrainConfig(RunConfig):
     # Ablations and the MLP GAN's BatchNorm-in-D failure.
     discriminator_activation: str = "leaky_relu"  # or "relu"
     batch_norm: bool = True  # BatchNorm in the DCGAN's G and D
+    # False: the DCGAN's D without biases, as the course's GAN.py gives it (`bias=False`); issue 30
+    # measured it as what doubles the course's FIDs (bench/course_pieces.md).
+    discriminator_bias: bool = True
     mlp_discriminator_batch_norm: bool = False
     # Rebalancing D and G; all off by default.
     d_every: int = 1  # update D only on every k-th step
@@ -215,7 +218,8 @@ class TrainConfig(RunConfig):
         # What learns is the two rates in effect; learning_rate only supplies the ones not given.
         del identity["learning_rate"]
         identity["generator_learning_rate"], identity["discriminator_learning_rate"] = self.lr_g, self.lr_d
-        ignored = ("generator_hidden_dim", "discriminator_hidden_dim", "discriminator_activation", "batch_norm") \
+        ignored = ("generator_hidden_dim", "discriminator_hidden_dim", "discriminator_activation", "batch_norm",
+                   "discriminator_bias") \
             if self.use_mlp else ("mlp_discriminator_batch_norm",)
         for key in ignored:
             del identity[key]
@@ -232,7 +236,7 @@ class TrainConfig(RunConfig):
         return parts + self.suffixes(dict(batch_size="b", beta1="beta")) + learning_rates + self.suffixes(dict(
             d_every="devery", d_pause_ratio="pause",
             discriminator_activation=lambda v: v.replace("_", ""), batch_norm=lambda v: "nobn",
-            mlp_discriminator_batch_norm=lambda v: "dbn", pipeline=str, code=str))
+            discriminator_bias=lambda v: "dnobias", mlp_discriminator_batch_norm=lambda v: "dbn", pipeline=str, code=str))
 
     @property
     def architecture(self):
