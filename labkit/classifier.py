@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import BatchSampler, load_mnist
+from .runs.progress import bar as progress_bar
 from .runs.checkpoints import save_checkpoint
 
 ASSET = Path(__file__).parent / "assets" / "digit_classifier.pt"
@@ -81,7 +81,7 @@ def train_classifier(epochs=6, batch_size=128, learning_rate=2e-3, seed=0, devic
     rng = torch.Generator().manual_seed(seed)
     started = time.time()
     model.train()
-    for step in tqdm(range(steps), desc="digit classifier", disable=not progress):
+    for step in progress_bar(range(steps), desc="digit classifier", disable=not progress):
         index = batches.indices(step)
         loss = F.cross_entropy(model(random_shift(images[index], 2, rng)), labels[index])
         optimizer.zero_grad(set_to_none=True)

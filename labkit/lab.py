@@ -27,6 +27,7 @@ import csv
 import inspect
 import os
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def use(name):
     if name not in PROFILES:
         raise ValueError(f"{name!r} is not a profile; use one of {', '.join(PROFILES)}")
     _chosen = name
-    print(f"labkit: using the {describe_choice()}")
+    say(f"labkit: using the {describe_choice()}")
 
 
 def profile():
@@ -245,37 +246,47 @@ def measured_minutes(notebook, profile_name):
     return None
 
 
+def say(text):
+    """Print a banner line wrapped at 100 characters, between words (JupyterLab wraps mid-word)."""
+    print(textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False))
+
+
+def minutes_text(minutes):
+    """'under a minute' or 'about N min' (the pass read "up to about 0 min")."""
+    return "under a minute" if minutes < 1 else f"about {minutes:.0f} min"
+
+
 def banner(notebook=None):
     """Print the profile, the device and where runs go; with `notebook` ("01", ...), what it costs here."""
     p, dev = profile(), device()
-    print(f"labkit lab, {describe_choice()}")
+    say(f"labkit lab, {describe_choice()}")
     with threads_for_machine(dev) as threads:
-        print(f"device: {describe_device(dev, threads)}; runs in {runs_dir().resolve()}")
+        say(f"device: {describe_device(dev, threads)}; runs in {runs_dir().resolve()}")
     measured = measured_minutes(notebook, p.name) if notebook else None
     if notebook and dev.type == "cpu" and p.name == "default":
         minutes = seconds_per_step(16) * p.steps / 60
-        print(f"No GPU: one default run (5000 steps, hidden 16) takes about {minutes:.0f} min here, more at larger "
-              f"hidden sizes, and an Inception FID on 3000 images about 7 min. On a laptop: lab.use(\"cpu\").")
+        say(f"No GPU: one default run (5000 steps, hidden 16) takes about {minutes:.0f} min here, more at larger "
+            f"hidden sizes, and an Inception FID on 3000 images about 7 min. On a laptop: lab.use(\"cpu\").")
     elif measured:
         minutes, machine, _ = measured
-        cost = "under a minute" if minutes < 1 else f"about {minutes:.0f} min"
-        print(f"This notebook in the '{p.name}' profile: {cost} on {machine} when nothing is "
-              f"trained yet (bench/lab_time.py); runs trained before are loaded, not trained again.")
+        cost = minutes_text(minutes)
+        say(f"This notebook in the '{p.name}' profile: {cost} on {machine} when nothing is "
+            f"trained yet (bench/lab_time.py); runs trained before are loaded, not trained again.")
     elif notebook and dev.type == "cuda":
-        print(f"This notebook in the '{p.name}' profile on a GPU: time not measured yet (bench/lab_time.py).")
+        say(f"This notebook in the '{p.name}' profile on a GPU: time not measured yet (bench/lab_time.py).")
     if notebook and dev.type == "cpu" and p.name == "cpu":  # the machine as it is now: other work slows it
         seconds = seconds_per_step(16)
-        print(f"Measured here now: {seconds * 1000:.0f} ms per training step, so one {p.steps}-step run at hidden "
-              f"16 takes about {max(1, round(seconds * p.steps / 60))} min.")
+        say(f"Measured here now: {seconds * 1000:.0f} ms per training step, so one {p.steps}-step run at hidden "
+            f"16 takes about {max(1, round(seconds * p.steps / 60))} min.")
         if measured and measured[2] and seconds > 1.3 * measured[2]:  # a busy or slower machine: the whole notebook
             slower = seconds / measured[2]  # scales too (a student of the pass waited 23 min where it said 7)
-            print(f"That is {slower:.1f}x the step time of {measured[1]}: expect this notebook to take up to about "
-                  f"{measured[0] * slower:.0f} min here if nothing is trained yet.")
+            say(f"That is {slower:.1f}x the step time of {measured[1]}: expect this notebook to take up to "
+                f"{minutes_text(measured[0] * slower)} here if nothing is trained yet.")
     others = [name for name in PROFILES if name != p.name]
-    print("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
+    say("Other profiles: " + ", ".join(f'lab.use("{name}")' for name in others) + " (no restart needed).")
     said = keep_widgets_on_reopen()
     if said:
-        print(said)
+        say(said)
 
 
 WIDGET_SETTINGS = Path(__file__).parent / "assets" / "jupyterlab" / "labkit.json"
@@ -298,7 +309,8 @@ def keep_widgets_on_reopen(app_dir=None):
         return ("JupyterLab cannot be set to save widget state here: turn on Settings > Save Widget State "
                 "Automatically, or reopened notebooks show 'model not found' where the sliders were.")
     return ("labkit turned on JupyterLab's 'Save Widget State Automatically' (sliders and their plots reopen "
-            "with the notebook): reload this browser tab once for it to apply.")
+            "with the notebook): reload this browser tab once for it to apply (if the setting stays off, restart "
+            "JupyterLab: it reads such defaults when it starts).")
 
 
 def show(*objects):

@@ -31,12 +31,12 @@ from typing import Optional
 import numpy as np
 import torch
 from pytorch_fid.inception import InceptionV3
-from tqdm.auto import tqdm
 
 from .classifier import ASSET, CHECKPOINT_KIND, DigitClassifier
 from .data import load_mnist, to_unit_range
 from .models import sample_images
 from .runs.checkpoints import load_checkpoint
+from .runs.progress import bar as progress_bar
 from .runs.targets import cache_file
 
 BACKBONES = ("inception", "mnist")
@@ -111,8 +111,8 @@ def features(images, backbone="inception", batch_size=None, device=None, progres
     else:
         model, batch_size = load_digit_classifier(device), batch_size or 1000
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=f"{backbone} features", disable=not progress,
-                      leave=False):
+    for start in progress_bar(range(0, len(images), batch_size), desc=f"{backbone} features",
+                              disable=not progress, leave=False):
         batch = images[start:start + batch_size].to(device, torch.float32)
         if backbone == "inception":
             # pytorch-fid's convention: [0, 1] images; grey is repeated to 3 channels.

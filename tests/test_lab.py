@@ -128,9 +128,14 @@ def test_the_banner_scales_a_notebooks_time_by_how_much_slower_a_step_is_here_no
     monkeypatch.setattr(lab, "keep_widgets_on_reopen", lambda: None)
     monkeypatch.setattr(lab, "seconds_per_step", lambda hidden_dim=16, steps=5: 4 * step)
     lab.banner("02")
-    said = capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100  # wrapped between words, not by JupyterLab mid-word
+    said = " ".join(out.split())
     assert f"That is 4.0x the step time of {machine}: expect this notebook to take up to about " \
            f"{minutes * 4:.0f} min here" in said, said
+    monkeypatch.setattr(lab, "measured_minutes", lambda notebook, profile: (0.2, machine, step))
+    lab.banner("05")  # a notebook of seconds, on a machine 4x slower: not "up to about 0 min"
+    assert "expect this notebook to take up to under a minute here" in " ".join(capsys.readouterr().out.split())
     monkeypatch.setattr(lab, "seconds_per_step", lambda hidden_dim=16, steps=5: step)
     lab.banner("02")
     assert "x the step time" not in capsys.readouterr().out  # as fast as the table's machine: nothing more to say

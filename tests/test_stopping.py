@@ -168,3 +168,42 @@ def test_kernel_interrupt_in_a_notebook_shows_one_line_and_no_traceback(tmp_path
     assert said and said[3] == "this cell", errors
     assert checkpoint_path(out, int(said[1])).is_file()
     assert "".join(texts).strip() == ""
+
+
+def cell_messages(code, cwd, env=None):
+    """(msg_type, content) of every iopub message one cell sends in a fresh kernel, until it is idle."""
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=env)
+    try:
+        request, found = client.execute(code), []
+        while True:
+            message = client.get_iopub_msg(timeout=600)
+            if message["parent_header"].get("msg_id") != request:
+                continue
+            found.append((message["msg_type"], message["content"]))
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                return found
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_progress_in_a_notebook_is_text_that_a_saved_notebook_keeps(tmp_path):
+    """The student pass: after save and reopen every FID bar was "Error displaying widget: model not found" (a
+    widget whose model died with the kernel), and a sweep's stacked-seed bar printed a new line every second (the
+    cursor-up a nested text bar writes, which a notebook ignores). Now: no widget at all, and no cursor-up."""
+    code = (f"from labkit.experiments.sweep import sweep\nfrom labkit.gan import TrainConfig\n"
+            f"from labkit.metrics import generator_fid\n"
+            f"base = TrainConfig(num_training_steps=40, logging_steps=5, batch_size=16, device='cpu')\n"
+            f"runs, _ = sweep([16], [8], [2022, 2023], {str(tmp_path / 'runs')!r}, base, fid_count=20, "
+            f"backbone='mnist', together=True)\n"
+            f"assert [r['status'] for r in runs] == ['done', 'done'], runs\n")
+    messages = cell_messages(code, tmp_path, env=dict(os.environ, LABKIT_PROFILE="smoke"))
+    assert not [c for kind, c in messages if kind == "error"], messages
+    assert not [kind for kind, _ in messages if kind.startswith("comm_")]  # a widget opens a comm
+    assert not [c for kind, c in messages if kind in ("display_data", "update_display_data")
+                and "application/vnd.jupyter.widget-view+json" in c["data"]]
+    stdout = "".join(c["text"] for kind, c in messages if kind == "stream" and c["name"] == "stdout")
+    everything = "".join(c["text"] for kind, c in messages if kind == "stream")
+    assert "2 seeds:" in stdout and "40/40" in stdout and "mnist features" in stdout  # the bars, as text
+    assert "labkit: training seeds 2022, 2023 of dcgan_z16_g8_d8 together" in stdout
+    assert "\x1b[A" not in everything  # drawn in place with "\r", never by moving the cursor up

@@ -174,11 +174,11 @@ def stack_seeds(config):
     return not config.use_mlp and max(config.generator_hidden_dim, config.discriminator_hidden_dim) <= 32
 
 
-def measure(run, fid_count, backbone, train_seconds, window=50):
+def measure(run, fid_count, backbone, train_seconds, window=50, progress=False):
     """The runs.csv row of a trained run: its FID and D's outputs near the end."""
     started = time.time()
     config = run.config
-    fid = generator_fid(run.generator, fid_count, backbone, pipeline=config.pipeline)
+    fid = generator_fid(run.generator, fid_count, backbone, pipeline=config.pipeline, progress=progress)
     balance = equilibrium(run.history, window)
     return dict(latent_dim=config.latent_dim, hidden_dim=config.generator_hidden_dim, seed=config.seed,
                 status="done", fid=fid.value, fid_backbone=backbone, fid_n=fid_count,
@@ -195,7 +195,7 @@ def run_one(config, run_dir, fid_count, backbone, progress=False):
     """Train (or resume) one run and measure it: its runs.csv row."""
     started = time.time()
     run = train(config, run_dir, progress=progress)
-    return measure(run, fid_count, backbone, time.time() - started)
+    return measure(run, fid_count, backbone, time.time() - started, progress=progress)
 
 
 def run_together(configs, run_dirs, fid_count, backbone, progress=False):
@@ -212,7 +212,7 @@ def run_together(configs, run_dirs, fid_count, backbone, progress=False):
             rows.append(failed(config, run_dir, result))
             continue
         try:
-            rows.append(measure(result, fid_count, backbone, share))
+            rows.append(measure(result, fid_count, backbone, share, progress=progress))
         except Exception as err:
             rows.append(failed(config, run_dir, err))
     return rows

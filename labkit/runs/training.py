@@ -51,7 +51,6 @@ NaN stops alone (its entry of `loop.errors`), and the others go on.
 """
 
 import shutil
-import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -61,7 +60,6 @@ from typing import Optional
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import save_image
-from tqdm import tqdm  # the text bar: a notebook saved and reopened shows its last state, not a missing widget
 
 from .atomic import atomic_path, write_atomic
 from .checkpoints import (KEEP, CheckpointError, check_checkpoint_config, checkpoint_path, checkpoint_step, checkpoints,
@@ -71,7 +69,8 @@ from .config import format_value
 from .device import choose_threads, describe_device, forked_rng, recheck_threads, resolve_device
 from .folder import (RunLock, TrainingDiverged, check_run_folder, check_writable, read_config, read_history,
                      runs_root, write_config, write_history)
-from .stopping import StopRequests, TrainingStopped, in_ipython, quiet_in_ipython
+from .progress import bar as progress_bar
+from .stopping import StopRequests, TrainingStopped, quiet_in_ipython
 
 DISPLAY_NAMES = {"vae": "VAE"}  # how errors name a checkpoint's model, where not by its key
 CPU_CHECKPOINT_MINUTES = 5  # on a CPU, a checkpoint at least this often (in minutes of wall time) by default
@@ -334,11 +333,8 @@ class Loop:
             self.threads = choose_threads()
         self.rate = StepRate(self.start, self._recheck_threads)
         self.say(self._announcement())
-        self.bar = tqdm(total=self.end, initial=self.start, disable=not self.progress, dynamic_ncols=True,
-                        mininterval=1.0,  # a text bar: a saved notebook keeps one redraw per second, not ten
-                        file=sys.stdout if in_ipython() else sys.stderr,  # in a notebook: with the run's lines, in
-                        # order, not in a pink stderr box (which ended as an empty one after the last run of a cell)
-                        desc=f"{len(self.configs)} seeds" if self.together else "steps")  # the name: in the first line
+        self.bar = progress_bar(total=self.end, initial=self.start, disable=not self.progress, dynamic_ncols=True,
+                                desc=f"{len(self.configs)} seeds" if self.together else "steps")  # the name: 1st line
         self.started, self.last_save_time = time.time(), time.monotonic()
         self.stops.__enter__()  # Ctrl-C from here on: noted, and the loop stops at a checkpoint
 
