@@ -26,7 +26,7 @@ DEADLINE = datetime(2026, 12, 1, 23, 59, tzinfo=timezone.utc)
 ANSWER = "My runs say it: my D_x was 0.83 and my FID 41.2 (the table above); the reason is ..."
 EXERCISE_ORDER = ("dcgan_networks", "gan_losses", "rebalancing_rule", "interpolation", "mlp_networks", "vae_pieces")
 QUESTION_ORDER = ("samples_answer", "curves_answer", "pipeline_answer", "fid_answer", "nash_answer", "latent_answer",
-                  "modes_answer", "mlp_answer", "ablation_answer", "bias_answer", "vae_answer")
+                  "modes_answer", "mlp_answer", "bias_answer", "ablation_answer", "vae_answer")
 STUDENTS = [f"s{i:02d}" for i in range(30)]
 CANVAS = STUDENTS[15:]  # handed in through Canvas, as flat files
 DAYS_LATE = {"s20": 2, "s25": 1, "s29": 3}  # 1.5, 0.5 and 2.2 days after the deadline: started days
@@ -214,7 +214,7 @@ def check_totals(report, expected, lab):
     assert {name: float(r["GAN lab"]) for name, r in by_name.items()} == {s: f for s, (_, _, f) in expected.items()}
     assert by_name["s20"]["ID"] == "1020"  # Canvas's user id, from the download's file names
     merged = read_csv(report / "grades-merged.csv")
-    assert len(merged) == 30 * (6 + 10)
+    assert len(merged) == 30 * (len(EXERCISE_ORDER) + len(QUESTION_ORDER))
     code, prose, _ = expected["s00"]
     feedback = (report / "students" / "s00" / "feedback.md").read_text()
     assert f"**{code + prose:g} / {full:g} points** (code {code:g} / {lab[0]:g}, written {prose:g} / {lab[1]:g})" \
