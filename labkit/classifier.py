@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import BatchSampler, load_mnist
-from .runs.progress import bar as progress_bar
 from .runs.checkpoints import save_checkpoint
+from .runs.progress import bar as progress_bar
 
 ASSET = Path(__file__).parent / "assets" / "digit_classifier.pt"
 CHECKPOINT_KIND = "digit-classifier"
