@@ -52,7 +52,7 @@ import torch
 from labkit import analysis, metrics
 from labkit.models import sample_images
 from labkit.reference import (COLUMNS, COURSE, EXPERIMENTS, INCEPTION_PROTOCOL, MNIST_PROTOCOL, REFERENCE_CSV,
-                              course_grid_experiments, load)
+                              VARIANTS, course_grid_experiments, load)
 from labkit.runs.atomic import read_json, write_json
 from labkit.runs.config import PIPELINES
 from labkit.runs.device import resolve_device
@@ -211,14 +211,10 @@ def fit_lines(rows, tag):
 
 def other_variants(tag, shown):
     """[(label, {experiment: FID})] of the other variants' tables that have every configuration of `shown`."""
-    others = [("pad", True), ("resize", True), ("resize", False)]
     found = []
-    for pipeline, bias in others:
-        other = variant(pipeline, bias)
-        if other == tag or not outputs(pipeline, bias)[0].is_file():
-            continue
-        values = {name: row["fid_mean"] for name, row in load(outputs(pipeline, bias)[0]).items() if name in shown}
-        if len(values) == len(shown):
+    for other, (path, _) in VARIANTS.items():  # the shipped tables (labkit/reference.py)
+        values = {name: row["fid_mean"] for name, row in load(path).items() if name in shown}
+        if other != tag and len(values) == len(shown):
             found.append((describe_variant(other) + (" (labkit's shipped table)" if other == "pad" else ""), values))
     return found
 
