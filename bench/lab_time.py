@@ -15,6 +15,9 @@ share against MNIST's.
 
     python bench/lab_time.py --profile cpu      # about 45 min on a 2-core CPU
     python bench/lab_time.py --profile smoke    # about 4 min
+    python bench/lab_time.py --profile cpu --busy 1   # beside one busy loop (a laptop with a browser,
+                                                      # an update): bench/lab_time_cpu_busy1.md only; the
+                                                      # banners keep quoting the idle measurement
 """
 
 import argparse
@@ -71,7 +74,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=["default", "cpu", "smoke"])
     parser.add_argument("--only", nargs="+", default=None, help="notebook numbers, e.g. 01 02 (default: all)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="run this many competing busy loops (one core each) for the whole measurement")
     args = parser.parse_args(argv)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        measure(args)
+    finally:
+        for process in busy:
+            process.kill()
+
+
+def measure(args):
 
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
@@ -82,7 +96,9 @@ def main(argv=None):
     where = machine()
     from labkit import lab  # the step the banner times, on this machine as it is now: the banner scales by it
     step_ms = round(1000 * sorted(lab.seconds_per_step(16) for _ in range(5))[2], 1)
-    print(f"lab time, profile {args.profile}, on {where} ({step_ms} ms per step); runs in {work / 'runs'}", flush=True)
+    beside = f", beside {args.busy} busy loop{'s' * (args.busy > 1)}" if args.busy else ""
+    print(f"lab time, profile {args.profile}, on {where}{beside} ({step_ms} ms per step); runs in {work / 'runs'}",
+          flush=True)
     rows = []
     for path in notebooks:
         seconds = run_notebook(path, env)
@@ -92,7 +108,7 @@ def main(argv=None):
     total = sum(r["minutes"] for r in rows)
     print(f"{'total':<28} {total:6.1f} min")
 
-    if not args.only:
+    if not args.only and not args.busy:
         old = []
         if CSV.is_file():
             with open(CSV, newline="") as f:
@@ -106,6 +122,12 @@ def main(argv=None):
         table += [f"| **all nine** | **{total:.1f}** |", "", f"Measured on {where} with "
                   f"`python bench/lab_time.py --profile {args.profile}`."]
         (ROOT / "bench" / f"lab_time_{args.profile}.md").write_text("\n".join(table) + "\n")
+    elif not args.only:
+        table = [f"| notebook | minutes (profile {args.profile}, beside {args.busy} busy loop) |", "| --- | --- |"]
+        table += [f"| {r['notebook']} | {r['minutes']:.1f} |" for r in rows]
+        table += [f"| **all nine** | **{total:.1f}** |", "", f"Measured on {where}{beside} (nothing else running) "
+                  f"with `python bench/lab_time.py --profile {args.profile} --busy {args.busy}`."]
+        (ROOT / "bench" / f"lab_time_{args.profile}_busy{args.busy}.md").write_text("\n".join(table) + "\n")
 
     if args.profile != "smoke" and (work / "runs" / "dcgan_z16_g16_d16_steps5000_seed2022").is_dir():
         os.environ.update(LABKIT_RUNS=str(work / "runs"), LABKIT_CACHE=str(work / "cache"))
