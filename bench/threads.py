@@ -9,6 +9,11 @@ the usable cores less the busy ones, at least 1) and with PyTorch's default
 
     python bench/threads.py                       # 0, 1, 2 busy processes, 6 s per measurement
     python bench/threads.py --busy 0 1 --seconds 3
+    python bench/threads.py --work features       # MNIST-FID's features (the digit classifier), images/s
+    python bench/threads.py --work inception      # Inception FID's features, images/s
+
+The features are what FID, KID, precision/recall and the digit counts compute outside a
+training run (labkit.metrics.features and labkit.analysis.count_digits take the same choice).
 
 The other load on the machine counts too; the table's first line says how busy the
 cores were before the bench started its own competitors.
@@ -50,7 +55,31 @@ def steps_per_second(threads, seconds, hidden=16):
     return steps / (time.perf_counter() - start)
 
 
-def measure(busy, seconds):
+def features_per_second(threads, seconds, backbone="mnist"):
+    """Images per second through `backbone`'s feature network with `threads` threads, after one warm-up batch."""
+    from labkit.metrics import load_digit_classifier, load_inception
+
+    torch.set_num_threads(threads)
+    if backbone == "mnist":
+        network, batch = load_digit_classifier(torch.device("cpu")).features, torch.rand(1000, 1, 32, 32) * 2 - 1
+    else:
+        inception = load_inception(torch.device("cpu"))
+        network = lambda x: inception(x)[0]  # noqa: E731
+        batch = torch.rand(50, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        network(batch)
+        images, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            network(batch)
+            images += len(batch)
+    return images / (time.perf_counter() - start)
+
+
+WORK = {"step": steps_per_second, "features": features_per_second,
+        "inception": lambda threads, seconds: features_per_second(threads, seconds, "inception")}
+
+
+def measure(busy, seconds, work=steps_per_second):
     """(labkit's choice, its rate, the default's rate) with `busy` competing processes running."""
     competitors = [multiprocessing.Process(target=spin, daemon=True) for _ in range(busy)]
     for process in competitors:
@@ -59,8 +88,8 @@ def measure(busy, seconds):
         time.sleep(1.0)  # the competitors are running
         torch.set_num_threads(TORCH_DEFAULT_THREADS)
         choice = choose_threads()
-        chosen = steps_per_second(choice.threads, seconds)
-        default = steps_per_second(TORCH_DEFAULT_THREADS, seconds)
+        chosen = work(choice.threads, seconds)
+        default = work(TORCH_DEFAULT_THREADS, seconds)
     finally:
         for process in competitors:
             process.terminate()
@@ -72,14 +101,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2], help="competing busy processes")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds per measurement")
+    parser.add_argument("--work", choices=sorted(WORK), default="step",
+                        help="a DCGAN training step (steps/s), or a feature network's forward pass (images/s)")
     args = parser.parse_args()
+    unit = "steps/s" if args.work == "step" else "images/s"
     os.environ.pop("LABKIT_THREADS", None)  # the bench measures labkit's own choice
     print(f"{usable_cores()} usable cores, {busy_cores(1.0):.1f} busy before the bench; torch {torch.__version__}, "
           f"default {TORCH_DEFAULT_THREADS} threads")
-    print("| busy processes | labkit's choice | steps/s (labkit) | steps/s (torch default) | labkit vs default |")
+    print(f"| busy processes | labkit's choice | {unit} (labkit) | {unit} (torch default) | labkit vs default |")
     print("| --- | --- | --- | --- | --- |")
     for busy in args.busy:
-        choice, chosen, default = measure(busy, args.seconds)
+        choice, chosen, default = measure(busy, args.seconds, WORK[args.work])
         print(f"| {busy} | {choice.describe()} | {chosen:.2f} | {default:.2f} | {chosen / default:.2f}x |", flush=True)
 
 

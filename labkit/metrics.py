@@ -36,6 +36,7 @@ from .classifier import ASSET, CHECKPOINT_KIND, DigitClassifier
 from .data import load_mnist, to_unit_range
 from .models import sample_images
 from .runs.checkpoints import load_checkpoint
+from .runs.device import threads_for_machine
 from .runs.progress import bar as progress_bar
 from .runs.targets import cache_file
 
@@ -111,16 +112,17 @@ def features(images, backbone="inception", batch_size=None, device=None, progres
     else:
         model, batch_size = load_digit_classifier(device), batch_size or 1000
     out = []
-    for start in progress_bar(range(0, len(images), batch_size), desc=f"{backbone} features",
-                              disable=not progress, leave=False):
-        batch = images[start:start + batch_size].to(device, torch.float32)
-        if backbone == "inception":
-            # pytorch-fid's convention: [0, 1] images; grey is repeated to 3 channels.
-            # pytorch-fid then resizes to 299x299 and rescales to [-1, 1] itself.
-            batch = to_unit_range(batch).expand(-1, 3, -1, -1).contiguous(memory_format=memory_format)
-            out.append(model(batch)[0].flatten(1).cpu())
-        else:
-            out.append(model.features(batch).cpu())
+    with threads_for_machine(device):  # on a CPU: the threads the machine has free now (labkit/runs/device.py)
+        for start in progress_bar(range(0, len(images), batch_size), desc=f"{backbone} features",
+                                  disable=not progress, leave=False):
+            batch = images[start:start + batch_size].to(device, torch.float32)
+            if backbone == "inception":
+                # pytorch-fid's convention: [0, 1] images; grey is repeated to 3 channels.
+                # pytorch-fid then resizes to 299x299 and rescales to [-1, 1] itself.
+                batch = to_unit_range(batch).expand(-1, 3, -1, -1).contiguous(memory_format=memory_format)
+                out.append(model(batch)[0].flatten(1).cpu())
+            else:
+                out.append(model.features(batch).cpu())
     return torch.cat(out).double().numpy()
 
 

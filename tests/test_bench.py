@@ -19,6 +19,7 @@ BENCH = Path(__file__).parents[1] / "bench"
     ("train_speed.py", ["--hidden", "8", "--steps", "20", "--warmup", "10", "--device", "cpu"]),
     ("seeds_together.py", ["--seeds", "2", "--hidden", "8", "--steps", "10", "--warmup", "5", "--device", "cpu"]),
     ("threads.py", ["--busy", "0", "1", "--seconds", "0.5"]),
+    ("threads.py", ["--work", "features", "--busy", "1", "--seconds", "0.5"]),
 ])
 def test_a_benchmark_runs_and_prints_its_ratio(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=600)

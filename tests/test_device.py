@@ -38,3 +38,25 @@ def test_a_count_set_by_hand_is_kept_and_torchs_count_comes_back(monkeypatch):
     with threads_for_machine(torch.device("cpu")) as choice:  # measured: between 1 and the usable cores
         assert 1 <= choice.threads <= len(os.sched_getaffinity(0)) and choice.busy is not None
     assert torch.get_num_threads() == before
+
+
+
+def test_features_take_the_machines_choice_and_give_torchs_count_back(monkeypatch, mnist_test):
+    """FID's features run with the threads the machine has free (pinned here), not PyTorch's default, and
+    leave PyTorch's count as they found it; the features do not depend on it beyond rounding."""
+    from labkit import metrics
+
+    images, before = mnist_test[0][:1500], torch.get_num_threads()
+    seen = []
+    hook = metrics.load_digit_classifier().body.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(device, "TORCH_DEFAULT_THREADS", before)
+    try:
+        monkeypatch.setenv("LABKIT_THREADS", "1")
+        one = metrics.features(images, "mnist", batch_size=500)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == before
+        monkeypatch.setenv("LABKIT_THREADS", "2")
+        two = metrics.features(images, "mnist", batch_size=500)
+        assert seen[3:] == [2, 2, 2] and torch.get_num_threads() == before
+    finally:
+        hook.remove()
+    assert one.shape == (1500, 128) and abs(one - two).max() < 1e-4

@@ -8,7 +8,10 @@ ran 10x slower with 2 threads than with 1 (bench/threads.py, docs/speed.md).
 So a run on a CPU starts with `choose_threads`: the cores this process may use,
 less those other processes keep busy now, at least 1. The loop
 (labkit/runs/training.py) asks again when its step rate drops by half, and
-puts PyTorch's setting back when it ends.
+puts PyTorch's setting back when it ends. The features FID, KID and precision/recall
+compare take the same choice for their duration (`threads_for_machine` in
+labkit.metrics.features), though they suffer far less: beside one busy process Inception
+ran 1.09x faster with it, the digit classifier 1.02x (bench/threads.py --work).
 
 A count set by hand wins: torch.set_num_threads(N) after importing labkit, or
 LABKIT_THREADS=N. Sums split over threads round differently, so a run resumed
