@@ -309,8 +309,8 @@ def keep_widgets_on_reopen(app_dir=None):
         return ("JupyterLab cannot be set to save widget state here: turn on Settings > Save Widget State "
                 "Automatically, or reopened notebooks show 'model not found' where the sliders were.")
     return ("labkit turned on JupyterLab's 'Save Widget State Automatically' (sliders and their plots reopen "
-            "with the notebook): reload this browser tab once for it to apply (if the setting stays off, restart "
-            "JupyterLab: it reads such defaults when it starts).")
+            "with the notebook) from the next start of JupyterLab: stop it (Ctrl-C in its terminal) and run "
+            "`jupyter lab` again; a reload of the tab is not enough.")
 
 
 def show(*objects):

@@ -104,7 +104,7 @@ def test_jupyterlab_is_set_to_save_widget_state_so_reopened_sliders_show_their_p
     from jupyterlab_server.settings_utils import get_settings
 
     said = lab.keep_widgets_on_reopen(tmp_path)
-    assert "reload this browser tab once" in said
+    assert "from the next start of JupyterLab" in said and "a reload of the tab is not enough" in said
     assert lab.keep_widgets_on_reopen(tmp_path) is None  # once only: a student's own choice later is kept
     schemas = Path(sys.prefix) / "share" / "jupyter" / "labextensions"
     found, _ = get_settings(str(tmp_path / "settings"), str(tmp_path / "no-schemas"), str(tmp_path / "user"),

@@ -51,6 +51,7 @@ NaN stops alone (its entry of `loop.errors`), and the others go on.
 """
 
 import shutil
+import textwrap
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ from .device import choose_threads, describe_device, forked_rng, recheck_threads
 from .folder import (RunLock, TrainingDiverged, check_run_folder, check_writable, read_config, read_history,
                      runs_root, write_config, write_history)
 from .progress import bar as progress_bar
-from .stopping import StopRequests, TrainingStopped, quiet_in_ipython
+from .stopping import StopRequests, TrainingStopped, in_ipython, quiet_in_ipython
 
 DISPLAY_NAMES = {"vae": "VAE"}  # how errors name a checkpoint's model, where not by its key
 CPU_CHECKPOINT_MINUTES = 5  # on a CPU, a checkpoint at least this often (in minutes of wall time) by default
@@ -104,6 +105,12 @@ def training(configs, out_dirs, kind, columns, *, data, progress=True, **options
             stack.enter_context(forked_rng(loop.device))
             stack.push(loop)  # Loop.__exit__ closes what the steps opened
         yield loop
+
+
+def say(text):
+    """Print a line; in a notebook wrapped between words at 88 characters (JupyterLab wraps mid-word: a
+    student pass read "loadin / g it" at 1280 pixels with the file browser open)."""
+    print(textwrap.fill(text, width=88, break_long_words=False, break_on_hyphens=False) if in_ipython() else text)
 
 
 @dataclass
@@ -159,7 +166,7 @@ class Loop:
         self.stops, self.interim, self.last_saved, self.last_save_time = StopRequests(), None, None, None
         self.threads, self.threads_before, self.rate = None, torch.get_num_threads(), None
         self.end = self.configs[0].num_training_steps
-        self.say = print if progress else (lambda *a, **k: None)
+        self.say = say if progress else (lambda *a, **k: None)
         self.errors = [None] * len(self.configs)  # together: the error that stopped each seed
         self.data, self.histories, self.writers, self.flags, self.bar, self.started = None, [], [], [], None, None
         self.read_saved()
