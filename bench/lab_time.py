@@ -70,6 +70,17 @@ def quality_gate(runs):
     return counts, counts.unsure / counts.total, float((counts.counts / expected).min())
 
 
+
+def write_table(args, rows, total, where, beside):
+    """bench/lab_time_<profile>[_busy<N>].md: the minutes of each notebook and of all nine."""
+    command = f"python bench/lab_time.py --profile {args.profile}" + (f" --busy {args.busy}" if args.busy else "")
+    table = [f"| notebook | minutes (profile {args.profile}{beside}) |", "| --- | --- |"]
+    table += [f"| {r['notebook']} | {r['minutes']:.1f} |" for r in rows]
+    table += [f"| **all nine** | **{total:.1f}** |", "", f"Measured on {where}{beside}"
+              + (" (nothing else running)" if args.busy else "") + f" with `{command}`."]
+    name = f"lab_time_{args.profile}" + (f"_busy{args.busy}" if args.busy else "") + ".md"
+    (ROOT / "bench" / name).write_text("\n".join(table) + "\n")
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=["default", "cpu", "smoke"])
@@ -86,7 +97,7 @@ def main(argv=None):
 
 
 def measure(args):
-
+    """Run the notebooks, print and write their minutes, then check the quality gate."""
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         notebooks = [p for p in notebooks if p.name[:2] in args.only]
@@ -108,7 +119,7 @@ def measure(args):
     total = sum(r["minutes"] for r in rows)
     print(f"{'total':<28} {total:6.1f} min")
 
-    if not args.only and not args.busy:
+    if not args.only and not args.busy:  # the banners quote the idle machine's minutes
         old = []
         if CSV.is_file():
             with open(CSV, newline="") as f:
@@ -117,17 +128,8 @@ def measure(args):
             writer = csv.DictWriter(f, fieldnames=["profile", "notebook", "minutes", "machine", "ms_per_step"])
             writer.writeheader()
             writer.writerows(old + rows)
-        table = [f"| notebook | minutes (profile {args.profile}) |", "| --- | --- |"]
-        table += [f"| {r['notebook']} | {r['minutes']:.1f} |" for r in rows]
-        table += [f"| **all nine** | **{total:.1f}** |", "", f"Measured on {where} with "
-                  f"`python bench/lab_time.py --profile {args.profile}`."]
-        (ROOT / "bench" / f"lab_time_{args.profile}.md").write_text("\n".join(table) + "\n")
-    elif not args.only:
-        table = [f"| notebook | minutes (profile {args.profile}, beside {args.busy} busy loop) |", "| --- | --- |"]
-        table += [f"| {r['notebook']} | {r['minutes']:.1f} |" for r in rows]
-        table += [f"| **all nine** | **{total:.1f}** |", "", f"Measured on {where}{beside} (nothing else running) "
-                  f"with `python bench/lab_time.py --profile {args.profile} --busy {args.busy}`."]
-        (ROOT / "bench" / f"lab_time_{args.profile}_busy{args.busy}.md").write_text("\n".join(table) + "\n")
+    if not args.only:
+        write_table(args, rows, total, where, beside)
 
     if args.profile != "smoke" and (work / "runs" / "dcgan_z16_g16_d16_steps5000_seed2022").is_dir():
         os.environ.update(LABKIT_RUNS=str(work / "runs"), LABKIT_CACHE=str(work / "cache"))

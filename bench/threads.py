@@ -12,8 +12,8 @@ the usable cores less the busy ones, at least 1) and with PyTorch's default
     python bench/threads.py --work features       # MNIST-FID's features (the digit classifier), images/s
     python bench/threads.py --work inception      # Inception FID's features, images/s
 
-The features are what FID, KID, precision/recall and the digit counts compute outside a
-training run (labkit.metrics.features and labkit.analysis.count_digits take the same choice).
+The features are what FID, KID and precision/recall compute outside a training run
+(labkit.metrics.features takes the same choice).
 
 The other load on the machine counts too; the table's first line says how busy the
 cores were before the bench started its own competitors.

@@ -27,7 +27,6 @@ import csv
 import inspect
 import os
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from .runs.atomic import write_atomic
 from .runs.config import TrainConfig, VAEConfig
 from .runs.device import describe_device, forked_rng, threads_for_machine
 from .runs.folder import runs_root
+from .runs.progress import wrapped
 from .vae import train_vae
 
 
@@ -247,8 +247,8 @@ def measured_minutes(notebook, profile_name):
 
 
 def say(text):
-    """Print a banner line wrapped at 100 characters, between words (JupyterLab wraps mid-word)."""
-    print(textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False))
+    """Print a banner line wrapped between words (labkit/runs/progress.py: JupyterLab wraps mid-word)."""
+    print(wrapped(text))
 
 
 def minutes_text(minutes):

@@ -14,6 +14,7 @@ choices hold: stderr, and a second bar nested under the first.
 """
 
 import sys
+import textwrap
 
 from tqdm import tqdm
 
@@ -27,3 +28,12 @@ def bar(iterable=None, **options):
         options.setdefault("position", 0)
         options.setdefault("mininterval", 1.0)  # a saved notebook keeps one redraw per second, not ten
     return tqdm(iterable, **options)
+
+
+NOTEBOOK_WIDTH = 88  # characters of a line JupyterLab shows whole at 1280 pixels with its file browser open
+
+
+def wrapped(text, width=NOTEBOOK_WIDTH):
+    """`text` broken between words at `width` characters: JupyterLab wraps long lines mid-word (a student pass
+    read "loadin / g it" and "1816 unsur / e"); a word longer than `width` (a path) stays whole."""
+    return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False)

@@ -51,7 +51,6 @@ NaN stops alone (its entry of `loop.errors`), and the others go on.
 """
 
 import shutil
-import textwrap
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ from .config import format_value
 from .device import choose_threads, describe_device, forked_rng, recheck_threads, resolve_device
 from .folder import (RunLock, TrainingDiverged, check_run_folder, check_writable, read_config, read_history,
                      runs_root, write_config, write_history)
-from .progress import bar as progress_bar
+from .progress import bar as progress_bar, wrapped
 from .stopping import StopRequests, TrainingStopped, in_ipython, quiet_in_ipython
 
 DISPLAY_NAMES = {"vae": "VAE"}  # how errors name a checkpoint's model, where not by its key
@@ -108,9 +107,8 @@ def training(configs, out_dirs, kind, columns, *, data, progress=True, **options
 
 
 def say(text):
-    """Print a line; in a notebook wrapped between words at 88 characters (JupyterLab wraps mid-word: a
-    student pass read "loadin / g it" at 1280 pixels with the file browser open)."""
-    print(textwrap.fill(text, width=88, break_long_words=False, break_on_hyphens=False) if in_ipython() else text)
+    """Print a line; in a notebook wrapped between words (labkit/runs/progress.py), in a terminal as it is."""
+    print(wrapped(text) if in_ipython() else text)
 
 
 @dataclass
